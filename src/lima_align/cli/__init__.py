@@ -1,0 +1,48 @@
+"""The ``lima-align`` command line: parses arguments and calls the library; no logic lives here.
+
+Each command group is a module with ``register(subparsers)``; a command's handler takes the parsed arguments and
+returns an exit code. User errors (:class:`~lima_align.errors.LimaError`) print one line and exit with code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lima_align import __version__
+from lima_align.cli import curate, data, models
+from lima_align.errors import LimaError
+
+GROUPS = (data, models, curate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lima-align",
+        description="LIMA (Less Is More for Alignment) end to end: curate, train, generate, evaluate.")
+    parser.add_argument("--version", action="version", version=f"lima-align {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LimaError as exc:
+        if args.debug:
+            raise
+        print(f"lima-align: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lima-align: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

