@@ -11,9 +11,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from lima_align.errors import DataError
+
+OnError = Callable[[DataError], None]
 
 _DECODER = json.JSONDecoder()
 
@@ -35,20 +37,30 @@ def _decode(raw: bytes, path: Path, line: int) -> str:
         raise DataError(f"invalid UTF-8 at byte {exc.start} of the line", path, line) from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file, streaming."""
+def iter_jsonl(path: str | Path, on_error: OnError | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file, streaming.
+
+    A malformed line raises a DataError naming it, or, when ``on_error`` is given, is passed to it and skipped.
+    """
     p = open_checked(path)
     with p.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
-            text = _decode(raw, p, line_no)
-            if line_no == 1:
-                text = text.lstrip("\ufeff")
-            if not text.strip():
-                continue
             try:
-                yield line_no, json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", p, line_no) from None
+                text = _decode(raw, p, line_no)
+                if line_no == 1:
+                    text = text.lstrip("\ufeff")
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", p, line_no) from None
+            except DataError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                continue
+            yield line_no, obj
 
 
 def read_text(path: str | Path) -> str:
@@ -105,11 +117,15 @@ def sniff_json_container(path: str | Path) -> str:
     return "array" if head[:1] == b"[" else "jsonl"
 
 
-def iter_json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Records of a JSON array file or a JSONL file, whichever it is."""
+def iter_json_records(path: str | Path, on_error: OnError | None = None) -> Iterator[tuple[int, Any]]:
+    """Records of a JSON array file or a JSONL file, whichever it is.
+
+    ``on_error`` skips malformed JSONL lines (see :func:`iter_jsonl`); a malformed array cannot be resynchronised
+    and always raises.
+    """
     if sniff_json_container(path) == "array":
         return iter_json_array(path)
-    return iter_jsonl(path)
+    return iter_jsonl(path, on_error)
 
 
 @contextlib.contextmanager

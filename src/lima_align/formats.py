@@ -271,7 +271,7 @@ def _is_hf_path(path: Path) -> bool:
     return path.is_dir() or path.suffix == ".parquet"
 
 
-def _iter_raw(path: Path) -> Iterator[tuple[int | None, Any]]:
+def _iter_raw(path: Path, on_error: Callable[[DataError], None] | None) -> Iterator[tuple[int | None, Any]]:
     if not path.exists():
         raise DataError("no such file or directory", path)
     if _is_hf_path(path):
@@ -279,7 +279,7 @@ def _iter_raw(path: Path) -> Iterator[tuple[int | None, Any]]:
 
         yield from ((None, row) for row in iter_hf_rows(path))
     else:
-        yield from iter_json_records(path)
+        yield from iter_json_records(path, on_error)
 
 
 def iter_examples(path: str | Path, fmt: str | None = None, *, odd_turns: OddTurns = OddTurns.KEEP,
@@ -292,7 +292,7 @@ def iter_examples(path: str | Path, fmt: str | None = None, *, odd_turns: OddTur
     p = Path(path)
     report = report if report is not None else ReadReport()
     row_format = None if fmt in (None, HF_DATASET) else _row_format(fmt)
-    for index, (line, row) in enumerate(_iter_raw(p)):
+    for index, (line, row) in enumerate(_iter_raw(p, report.skip_bad if skip_bad else None)):
         where = Where(str(p), line, index)
         try:
             if row_format is None:

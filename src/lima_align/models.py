@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -114,19 +115,30 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
 
 
 def materialise_builtin(name: str) -> Path:
-    """Build the safetensors folder for a built-in model if the cache lacks it; return the folder."""
+    """Build the safetensors folder for a built-in model if the cache lacks it; return the folder.
+
+    A lock file makes concurrent processes (test workers, several jobs) convert it only once.
+    """
     model = BUILTINS[name]
     target = builtin_dir(name)
     if is_cached(name):
         return target
     if not is_installed(model):
         raise LimaError(f"built-in model '{name}' needs the package {model.package}: {model.install_hint}")
-    gguf = model.locate_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_cached(name):  # another process may have finished while we waited
+            _build_into(model, target)
+    return target
+
+
+def _build_into(model: BuiltinModel, target: Path) -> None:
+    gguf = model.locate_gguf()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
     try:
         _convert_gguf(gguf, tmp)
-        (tmp / _MARKER).write_text(json.dumps({"name": name, "package": model.package,
+        (tmp / _MARKER).write_text(json.dumps({"name": model.name, "package": model.package,
                                                "gguf": gguf.name}, indent=2))
         if target.exists():  # a stale, incomplete folder (no marker): replace it
             shutil.rmtree(target)
@@ -134,7 +146,6 @@ def materialise_builtin(name: str) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
