@@ -1,0 +1,1 @@
+"""Curation building blocks shared by the sources: HTML cleaning, filters that return reasons, sampling."""
