@@ -1,0 +1,85 @@
+"""The LIMA fine-tuning recipe as a typed config: every default here is the paper's (LIMA_SPEC section 2).
+
+``configs/lima.yaml`` is exactly these defaults; the 7B / 65B presets and the CPU demo override a few fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoraSettings:
+    """LoRA via peft (the paper uses full fine-tuning; ``enabled=false`` by default)."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str = "all-linear"
+    load_in_4bit: bool = False  # QLoRA: needs bitsandbytes and a CUDA device
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Field defaults are the LIMA recipe."""
+
+    # what to train, on what, where to write
+    model: str = "gemma-3-270m"
+    data: str = "../shared/data/lima/lima_train_instruction_response.jsonl"
+    data_format: str | None = None  # None: detect from the file
+    out: str = "runs/lima"
+    max_examples: int | None = None  # keep only the first N examples (demos, smoke tests)
+    max_chars: int | None = None  # drop examples longer than this many characters (demos)
+    # chat format
+    eot: str = "<|eot|>"
+    user_prefix: str = ""
+    assistant_prefix: str = ""
+    train_on: str = "assistant"  # "assistant" (response tokens + their EOT) or "all"
+    max_len: int = 2048
+    # optimisation (AdamW, no warmup, linear decay lr -> lr_end over the whole run)
+    epochs: int = 15
+    lr: float = 1e-5
+    lr_end: float = 1e-6
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    batch_size: int = 32  # examples per optimizer step (64 for smaller models in the paper)
+    micro_batch_size: int = 4  # examples per forward pass per process; accumulation fills the rest
+    max_grad_norm: float = 1.0
+    # residual dropout: p rises linearly from 0 at the bottom layer to this at the top
+    residual_dropout: float = 0.3
+    # speed
+    packing: bool = True  # padding-free: a micro-batch is one row with restarting position_ids
+    loss_chunk: int = 4096  # supervised tokens per LM-head + CE chunk (0: one chunk)
+    dtype: str = "auto"  # auto | float32 | bfloat16
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # None: transformers' default (sdpa); flash_attention_2 on GPU
+    # run control
+    seed: int = 42
+    anomaly: str = "stop"  # "stop" or "continue" when the loss/grad norm is NaN or spikes
+    spike_factor: float = 10.0  # a loss above spike_factor x the running median is a spike
+    logging_steps: int = 1
+    tensorboard: bool = True
+    save_total_limit: int | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        if self.train_on not in ("assistant", "all"):
+            raise ValueError(f"train_on must be 'assistant' or 'all', got {self.train_on!r}")
+        if self.anomaly not in ("stop", "continue"):
+            raise ValueError(f"anomaly must be 'stop' or 'continue', got {self.anomaly!r}")
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("batch_size and micro_batch_size must be >= 1")
+        if self.max_len < 8:
+            raise ValueError(f"max_len must be >= 8, got {self.max_len}")
+        if not 0.0 <= self.residual_dropout < 1.0:
+            raise ValueError(f"residual_dropout must be in [0, 1), got {self.residual_dropout}")
+
+    def accumulation_steps(self, world_size: int = 1) -> int:
+        """Gradient accumulation steps so that one optimizer step sees ``batch_size`` examples."""
+        per_step = self.micro_batch_size * world_size
+        if self.batch_size % per_step:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size x processes "
+                             f"({self.micro_batch_size} x {world_size})")
+        return self.batch_size // per_step

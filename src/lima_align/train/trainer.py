@@ -1,0 +1,154 @@
+"""The LIMA fine-tuning run on transformers' Trainer (one CPU to many GPUs/nodes through accelerate).
+
+What we add to Trainer, through its own seams rather than a loop of our own:
+
+* ``compute_loss``: the chunked LM-head loss (:mod:`lima_align.train.loss`), summed over supervised tokens and
+  divided by Trainer's ``num_items_in_batch`` (the supervised tokens of the WHOLE accumulated batch, summed over
+  processes), so 1 x 32 and 4 x 8 accumulation give the same gradients;
+* ``create_scheduler``: no warmup, linear decay from ``lr`` to ``lr_end`` at the last optimizer step;
+* callbacks: per-epoch checkpoint completion markers, NaN/spike stop, SIGTERM save-and-stop;
+* ``log``: trained (non-padding) tokens per second.
+
+The optimizer is Trainer's AdamW with the recipe's betas and weight decay (bias and norm weights not decayed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from lima_align.config import to_dict
+from lima_align.train.callbacks import AnomalyCallback, SigtermCallback
+from lima_align.train.checkpoint import CheckpointCallback, complete_checkpoints, last_complete_checkpoint
+from lima_align.train.collate import make_collator
+from lima_align.train.data import RenderedDataset
+from lima_align.train.loss import lm_loss_sum
+from lima_align.train.recipe import TrainConfig
+
+
+class LinearToMin:
+    """LR multiplier: 1.0 at the first optimizer step, ``end_ratio`` at the last one, linear in between."""
+
+    def __init__(self, total_steps: int, end_ratio: float):
+        self.total_steps, self.end_ratio = total_steps, end_ratio
+
+    def __call__(self, step: int) -> float:
+        progress = min(step, self.total_steps - 1) / max(1, self.total_steps - 1)
+        return 1.0 - (1.0 - self.end_ratio) * progress
+
+
+class LimaTrainer(Trainer):
+    """Trainer with the token-normalised chunked loss, the LIMA LR schedule and a tokens/s counter."""
+
+    def __init__(self, *args: Any, loss_chunk: int = 4096, lr_end_ratio: float = 0.1, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.loss_chunk = loss_chunk
+        self.lr_end_ratio = lr_end_ratio
+        # our compute_loss normalises by num_items_in_batch itself: make Trainer count it and not rescale by GA
+        self.model_accepts_loss_kwargs = True
+        self.trained_tokens = 0
+        self._last_log = (0, time.perf_counter())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss_sum, n = lm_loss_sum(model, inputs, self.loss_chunk)
+        self.trained_tokens += _real_tokens(inputs)
+        denominator = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
+        loss = loss_sum / denominator
+        if (self.args.average_tokens_across_devices and num_items_in_batch is not None
+                and self.accelerator.num_processes > 1):
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        return (loss, None) if return_outputs else loss
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, LinearToMin(num_training_steps, self.lr_end_ratio))
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        tokens, then = self._last_log
+        now = time.perf_counter()
+        if "loss" in logs and now > then:
+            logs["tokens_per_s"] = round((self.trained_tokens - tokens) / (now - then), 1)
+        self._last_log = (self.trained_tokens, now)
+        super().log(logs, start_time)
+
+
+def _real_tokens(inputs: dict[str, torch.Tensor]) -> int:
+    mask = inputs.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+
+
+def training_arguments(config: TrainConfig, world_size: int = 1) -> TrainingArguments:
+    """TrainingArguments for the recipe: AdamW(0.9, 0.95, wd 0.1), no warmup, per-epoch checkpoints."""
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=config.out, num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.accumulation_steps(world_size),
+        learning_rate=config.lr, weight_decay=config.weight_decay, adam_beta1=config.beta1,
+        adam_beta2=config.beta2, max_grad_norm=config.max_grad_norm, warmup_steps=0,
+        optim="adamw_torch", seed=config.seed, data_seed=config.seed,
+        save_strategy="epoch", save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps, logging_first_step=True,
+        report_to=["tensorboard"] if config.tensorboard and _has_tensorboard() else "none",
+        remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        bf16=on_gpu and config.dtype == "bfloat16", use_cpu=not on_gpu,
+    )
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    out: Path
+    checkpoints: list[Path]
+    global_step: int
+    train_loss: float | None
+    interrupted: bool = False
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: RenderedDataset,
+                  run_info: dict[str, Any], callbacks: Sequence[Any] = ()) -> LimaTrainer:
+    """The Trainer for a prepared model, tokenizer and rendered dataset."""
+    world_size = max(1, int(__import__("os").environ.get("WORLD_SIZE", "1")))
+    flash = config.attn_implementation == "flash_attention_2"
+    trainer_callbacks = [CheckpointCallback(run_info), SigtermCallback(),
+                         AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
+    return LimaTrainer(
+        model=model, args=training_arguments(config, world_size), train_dataset=dataset,
+        data_collator=make_collator(config.packing, tokenizer.pad_token_id, flash_kwargs=flash),
+        processing_class=tokenizer, callbacks=trainer_callbacks,
+        loss_chunk=config.loss_chunk, lr_end_ratio=config.lr_end / config.lr,
+    )
+
+
+def run_trainer(trainer: LimaTrainer, config: TrainConfig, resume: bool) -> TrainResult:
+    """Train (from the last complete checkpoint when ``resume``) and summarise."""
+    checkpoint = last_complete_checkpoint(config.out) if resume else None
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    sigterm = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, SigtermCallback))
+    return TrainResult(out=Path(config.out), checkpoints=complete_checkpoints(config.out),
+                       global_step=trainer.state.global_step, train_loss=output.training_loss,
+                       interrupted=sigterm.received, log_history=list(trainer.state.log_history))
+
+
+def run_info(config: TrainConfig, data_report: dict[str, Any]) -> dict[str, Any]:
+    """What is saved beside every checkpoint (versions are added at save time)."""
+    return {"config": to_dict(config), "data": data_report}
