@@ -1,0 +1,99 @@
+"""``lima-align curate {wikihow,reddit,natural-instructions,authored,dialogue}``: argument parsing only.
+
+Every subcommand takes ``--out FILE.jsonl --report REPORT.json --seed N`` plus its source's options (defaults
+are the paper's), calls the source module, writes the conversation JSONL and an audit report whose counts satisfy
+``kept + rejected + skipped_bad = considered``. Empty output is an error (exit 2), never a silent success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from lima_align.conversation import Example, ReadReport
+from lima_align.errors import LimaError
+from lima_align.fileio import write_json, write_jsonl
+
+Handler = Callable[[argparse.Namespace], tuple[list[Example], ReadReport, dict[str, Any]]]
+
+
+def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", default=default_out, help="output conversation JSONL (default %(default)s)")
+    parser.add_argument("--report", help="audit report JSON (default: OUT with .report.json)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable record or file instead of skipping and counting it")
+
+
+def _add(sources: argparse._SubParsersAction, name: str, help_text: str, handler: Handler,
+         default_out: str) -> argparse.ArgumentParser:
+    parser = sources.add_parser(name, help=help_text, description=help_text,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(parser, default_out)
+    parser.set_defaults(func=lambda args: _run(args, name, handler))
+    return parser
+
+
+def register_sources(sources: argparse._SubParsersAction) -> None:
+    """Add the wikiHow, Reddit, Super-NaturalInstructions, authored and dialogue subcommands to ``curate``."""
+    _register_natural_instructions(sources)
+
+
+def _register_natural_instructions(sources: argparse._SubParsersAction) -> None:
+    from lima_align.sources import natural_instructions as sni
+
+    p = _add(sources, "natural-instructions",
+             "Super-NaturalInstructions: one random instance from each natural-language generation task",
+             _natural_instructions, "natural_instructions.jsonl")
+    p.add_argument("inputs", nargs="+", help="task .json files or directories of them (either schema)")
+    p.add_argument("--tasks", type=int, default=sni.DEFAULT_TASKS, help="number of tasks (one example each)")
+    p.add_argument("--categories", help="file of generation category names, one a line (default: the shipped "
+                                        "sni_generation_categories.txt)")
+
+
+def _natural_instructions(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[str, Any]]:
+    from lima_align.sources import natural_instructions as sni
+
+    cats = sni.load_generation_categories(args.categories) if args.categories else None
+    examples, report = sni.curate(args.inputs, n_tasks=args.tasks, seed=args.seed, categories=cats,
+                                  skip_bad=not args.strict)
+    return examples, report, {"unit": "task", "reasons": sni.REASONS}
+
+
+def audit(source: str, report: ReadReport, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The report JSON: what was considered, kept, rejected by reason and skipped as unreadable."""
+    rejected = dict(report.dropped.most_common())
+    skipped = dict(report.skipped_bad.most_common())
+    considered = report.kept + sum(rejected.values()) + sum(skipped.values())
+    return {"source": source, "settings": settings, "considered": considered, "kept": report.kept,
+            "rejected": rejected, "skipped_bad": skipped, "first_bad": list(report.first_bad), **extra}
+
+
+def _run(args: argparse.Namespace, source: str, handler: Handler) -> int:
+    examples, report, extra = handler(args)
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "source", "command") and not callable(v)}
+    doc = audit(source, report, settings, extra)
+    report_path = args.report or _default_report(args.out)
+    write_json(report_path, doc)
+    for line in report.first_bad:
+        print(f"skipped: {line}", file=sys.stderr)
+    if not examples:
+        raise LimaError(f"no examples kept from {doc['considered']} considered "
+                        f"(rejected: {doc['rejected']}, unreadable: {doc['skipped_bad']}); see {report_path}")
+    n = write_jsonl(args.out, (ex.to_dict() for ex in examples))
+    print(f"{source}: kept {n} of {doc['considered']} {extra.get('unit', 'record')}s -> {args.out} "
+          f"(report {report_path})", file=sys.stderr)
+    return 0
+
+
+def _default_report(out: str) -> str:
+    return (out[:-len(".jsonl")] if out.endswith(".jsonl") else out) + ".report.json"
+
+
+def run(argv: list[str]) -> int:
+    """Run one of these subcommands from its arguments (``["wikihow", ...]``), outside ``lima-align curate``."""
+    parser = argparse.ArgumentParser(prog="lima-align curate")
+    register_sources(parser.add_subparsers(dest="source", required=True, metavar="SOURCE"))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
