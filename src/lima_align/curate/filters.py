@@ -34,16 +34,14 @@ REASONS = {
     "answer_refers_to_others": "top answer refers to other answers, the question's author or the site",
 }
 
-_DUPLICATE = re.compile(r"possible duplicate|already has an? answers? here|\[duplicate\]|exact duplicate",
-                        re.IGNORECASE)
-_IMAGE = re.compile(r"<img\b", re.IGNORECASE)
+_DUPLICATE = re.compile(r"possible duplicate|already has an? answers? here|\[duplicate\]|exact duplicate")
 _LINK = re.compile(r"<a\b[^>]*>.*?</a>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
-_POST_LINK = re.compile(r"""href=["'][^"']*/(?:questions|q|a)/\d+""", re.IGNORECASE)
+_POST_LINK = re.compile(r"""href=["'][^"']*/(?:questions|q|a)/\d+""")
 _QUESTION_REFERS = re.compile(
     r"\b(?:this site|this forum|stack ?exchange|stack ?overflow|other questions?|another question|"
-    r"similar questions?|related questions?|linked questions?|previous questions?|same question)\b",
-    re.IGNORECASE)
+    r"similar questions?|related questions?|linked questions?|previous questions?|same question)\b")
+_QUESTION_KEYS = ("site", "forum", "stack", "question")
 _FIRST_PERSON = re.compile(r"\bI\b|\bI['’](?:m|ve|d|ll)\b|(?i:\b(?:me|my|mine|myself)\b)")
 _ANSWER_REFERS = re.compile(
     r"\b(?:as (?:already |previously )?(?:mentioned|stated|noted|said|pointed out)|as others|"
@@ -60,13 +58,19 @@ def question_reason(title: str, body_html: str, closed: bool) -> str | None:
         return "question_empty"
     if closed:
         return "question_closed"
-    if _DUPLICATE.search(title) or _DUPLICATE.search(body_html):
+    # Every question of a dump passes here: cheap substring tests on the lower-cased text gate the regexes.
+    low, title_low = body_html.lower(), title.lower()
+    if ("duplicate" in low or "already has" in low or "duplicate" in title_low) and (
+            _DUPLICATE.search(title_low) or _DUPLICATE.search(low)):
         return "question_duplicate"
-    if _IMAGE.search(body_html):
+    if "<img" in low:
         return "question_image"
-    if "<a" in body_html and len(_TAG.sub("", _LINK.sub("", body_html)).strip()) < MIN_OWN_TEXT:
+    if "<a" in low and len(_TAG.sub("", _LINK.sub("", body_html)).strip()) < MIN_OWN_TEXT:
         return "question_link_only"
-    if _POST_LINK.search(body_html) or _QUESTION_REFERS.search(title) or _QUESTION_REFERS.search(body_html):
+    if ("/q" in low or "/a/" in low) and _POST_LINK.search(low):
+        return "question_refers_to_posts"
+    if any(k in low or k in title_low for k in _QUESTION_KEYS) and (
+            _QUESTION_REFERS.search(title_low) or _QUESTION_REFERS.search(low)):
         return "question_refers_to_posts"
     return None
 

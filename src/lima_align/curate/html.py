@@ -32,7 +32,6 @@ BLOCK = frozenset({"p", "div", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6",
                    "summary", "hr", "body", "html", "center", "aside", "nav", "main", "address"})
 MAX_DEPTH = 80  # deeper nesting (hostile input) is flattened to its text instead of recursing further
 
-_SPACE = re.compile(r"\s+")
 _BARE_URL = re.compile(r"(?:https?|ftp)://\S*|www\.[^\s/]+\S*", re.IGNORECASE)
 _TAGLIKE = re.compile(r"<!--.*?-->|<[!/?]?[A-Za-z][^<>]*>", re.DOTALL)
 _URLISH = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:|www\.)", re.IGNORECASE)
@@ -81,11 +80,18 @@ class _Renderer:
     def prose(self, text: str | None) -> None:
         if not text:
             return
-        text = _SPACE.sub(" ", _BARE_URL.sub("", text))
+        # The substring tests skip the regexes for the common text node (no URL, no "<").
+        if "://" in text or "www." in text or "WWW." in text:
+            text = _BARE_URL.sub("", text)
+        # str.split is the fast way to collapse whitespace; it drops the edges, which are put back as one space.
+        words = " ".join(text.split())
+        text = (" " if text[:1].isspace() else "") + words + (" " if words and text[-1:].isspace() else "")
         if self.inline and self.inline[-1][-1:] in (" ", "\n"):
             text = text.lstrip(" ")
+        if "<" in text:
+            text = _TAGLIKE.sub(lambda m: _code_span(m.group(0)), text)
         if text:
-            self.inline.append(_TAGLIKE.sub(lambda m: _code_span(m.group(0)), text))
+            self.inline.append(text)
 
     def children(self, element: etree._Element) -> None:
         self.prose(element.text)

@@ -51,7 +51,7 @@ class Post:
     body: str
     parent: int = 0
     title: str = ""
-    tags: tuple[str, ...] = ()
+    tags: str = ""  # raw: parse with parse_tags
     closed: bool = False
     created: str = ""
     edited: str = ""
@@ -178,12 +178,13 @@ def _iter_7z(dump: DumpInput) -> Iterator[bytes]:
                 pass
 
 
-def iter_posts(dump: DumpInput, counts: dict[str, int], skip: Callable[[int, str], None],
-               progress: Callable[[int], None] | None = None) -> Iterator[Post]:
-    """Questions and answers of a dump, in file order.
+def iter_rows(dump: DumpInput, counts: dict[str, int],
+              progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, etree._Element]]:
+    """``(post type, row element)`` for each question and answer row of a dump, in file order.
 
-    ``counts`` receives rows read per post type (``"1"``, ``"2"``, ``"4"``...); ``skip(post_type, reason)`` is
-    called for a question or answer row that cannot be used (missing attributes, planted fake post).
+    The element is valid only until the next row is read (it is cleared then: the tree never grows past one
+    row), so read it with :func:`read_question` / :func:`read_answer` at once. ``counts`` receives the rows
+    read per post type (``"1"``, ``"2"``, ``"4"``...).
     """
     parser = etree.XMLPullParser(events=("end",), tag="row", resolve_entities=False, no_network=True,
                                  load_dtd=False, remove_comments=True, remove_pis=True)
@@ -192,12 +193,12 @@ def iter_posts(dump: DumpInput, counts: dict[str, int], skip: Callable[[int, str
         if where.offset == 0:
             _check_prolog(chunk, dump)
         _feed(parser, chunk, where)
-        yield from _drain(parser, counts, skip)
+        yield from _drain(parser, counts)
         where.offset += len(chunk)
         if progress is not None:
             progress(len(chunk))
     _feed(parser, None, where)
-    yield from _drain(parser, counts, skip)
+    yield from _drain(parser, counts)
     if not counts:
         raise DataError("no <row> elements: not a Stack Exchange Posts.xml", where.label)
 
@@ -235,17 +236,14 @@ def _check_prolog(head: bytes, dump: DumpInput) -> None:
                         "and a real Stack Exchange dump declares none", dump.path)
 
 
-def _drain(parser: etree.XMLPullParser, counts: dict[str, int],
-           skip: Callable[[int, str], None]) -> Iterator[Post]:
+def _drain(parser: etree.XMLPullParser, counts: dict[str, int]) -> Iterator[tuple[int, etree._Element]]:
     for _, elem in parser.read_events():
         kind = elem.get("PostTypeId") or "missing"
         counts[kind] = counts.get(kind, 0) + 1
-        if kind in ("1", "2"):
-            post = _post(elem, int(kind))
-            if isinstance(post, str):
-                skip(int(kind), post)
-            else:
-                yield post
+        if kind == "1":
+            yield QUESTION, elem
+        elif kind == "2":
+            yield ANSWER, elem
         # Free the row and its already-parsed siblings: the tree never grows past one row.
         elem.clear()
         parent = elem.getparent()
@@ -254,20 +252,36 @@ def _drain(parser: etree.XMLPullParser, counts: dict[str, int],
                 del parent[0]
 
 
-def _post(elem: etree._Element, kind: int) -> Post | str:
-    """A :class:`Post`, or the reason key of a counted skip."""
+def read_question(elem: etree._Element) -> Post | str:
+    """A question row as a :class:`Post`, or the reason key of a counted skip."""
     get = elem.get
     try:
-        post = Post(id=int(get("Id")), type=kind, score=int(get("Score")), body=get("Body"),
-                    parent=int(get("ParentId") or 0), title=get("Title") or "",
-                    tags=parse_tags(get("Tags")), closed=bool(get("ClosedDate")),
+        post = Post(id=int(get("Id")), type=QUESTION, score=int(get("Score")), body=get("Body"),
+                    title=get("Title"), tags=get("Tags") or "", closed=bool(get("ClosedDate")),
                     created=get("CreationDate") or "", edited=get("LastEditDate") or "",
                     owner=int(get("OwnerUserId") or 0))
     except (TypeError, ValueError):
         return "missing_fields"
-    if post.body is None or (kind == ANSWER and not post.parent) or (kind == QUESTION and get("Title") is None):
+    if post.body is None or post.title is None:
         return "missing_fields"
-    if post.id in PLANTED_POST_IDS and post.owner == -1:
-        return "planted_post"
-    return post
+    return "planted_post" if post.id in PLANTED_POST_IDS and post.owner == -1 else post
 
+
+def read_answer(elem: etree._Element, min_score: int) -> Post | str:
+    """An answer row as a :class:`Post` if it scores at least ``min_score``, else the reason key of a skip.
+
+    The body of a low-scoring answer is never read: most answers stop here, cheaply.
+    """
+    get = elem.get
+    try:
+        score = int(get("Score"))
+        if score < min_score:
+            return "below_min_score"
+        post = Post(id=int(get("Id")), type=ANSWER, score=score, body=get("Body"), parent=int(get("ParentId")),
+                    created=get("CreationDate") or "", edited=get("LastEditDate") or "",
+                    owner=int(get("OwnerUserId") or 0))
+    except (TypeError, ValueError):
+        return "missing_fields"
+    if post.body is None:
+        return "missing_fields"
+    return "planted_post" if post.id in PLANTED_POST_IDS and post.owner == -1 else post

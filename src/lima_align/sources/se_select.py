@@ -25,7 +25,7 @@ from typing import IO, Any, Callable
 from lima_align.conversation import Example, provenance
 from lima_align.curate.filters import answer_reason, question_reason
 from lima_align.curate.html import html_to_text
-from lima_align.sources.se_dump import QUESTION, DumpInput, Post, iter_posts
+from lima_align.sources.se_dump import QUESTION, DumpInput, iter_rows, parse_tags, read_answer, read_question
 
 SOURCE = "stackexchange"
 # Stack Exchange's licence cut-overs: content posted or last edited before a date carries the older version.
@@ -92,7 +92,8 @@ class _Spool:
 
     def put(self, text: str) -> tuple[int, int]:
         data = text.encode("utf-8", "surrogatepass")
-        self.fh.seek(self.end)
+        if self.fh.tell() != self.end:  # only after a get()
+            self.fh.seek(self.end)
         self.fh.write(data)
         ref = (self.end, len(data))
         self.end += len(data)
@@ -112,31 +113,26 @@ class _SiteState:
         self.rejected_ids: set[int] = set()
         self.best: dict[int, tuple[int, int, str, tuple[int, int]]] = {}  # question id -> best answer
 
-    def skip(self, post_type: int, reason: str) -> None:
-        if post_type == QUESTION:
-            self.result.questions["considered"] += 1
-            self.result.rejected[reason] += 1
-        else:
-            self.result.answers["considered"] += 1
-            self.result.answers[reason] += 1
-
-    def question(self, q: Post) -> None:
+    def question(self, elem: Any) -> None:
         self.result.questions["considered"] += 1
-        reason = question_reason(q.title, q.body, q.closed)
+        q = read_question(elem)
+        reason = q if isinstance(q, str) else question_reason(q.title, q.body, q.closed)
         if reason is not None:
             self.result.rejected[reason] += 1
-            self.rejected_ids.add(q.id)
-            if self.best.pop(q.id, None) is not None:
-                self.result.answers["question_rejected"] += 1
+            if not isinstance(q, str):
+                self.rejected_ids.add(q.id)
+                if self.best.pop(q.id, None) is not None:
+                    self.result.answers["question_rejected"] += 1
             return
-        # Title cannot hold NUL (XML forbids it), so it separates the two texts.
-        self.kept[q.id] = (q.score, q.edited or q.created, self.spool.put(f"{q.title}\0{q.body}"))
+        # Titles and tags cannot hold NUL (XML forbids it), so it separates the texts.
+        self.kept[q.id] = (q.score, q.edited or q.created, self.spool.put(f"{q.title}\0{q.tags}\0{q.body}"))
 
-    def answer(self, a: Post) -> None:
+    def answer(self, elem: Any) -> None:
         outcomes = self.result.answers
         outcomes["considered"] += 1
-        if a.score < self.cfg.min_score:
-            outcomes["below_min_score"] += 1
+        a = read_answer(elem, self.cfg.min_score)
+        if isinstance(a, str):
+            outcomes[a] += 1
             return
         if a.parent in self.rejected_ids:
             outcomes["question_rejected"] += 1
@@ -150,6 +146,17 @@ class _SiteState:
             outcomes["not_top_answer"] += 1
         self.best[a.parent] = (a.score, a.id, a.edited or a.created, self.spool.put(a.body))
 
+    def _check_answer(self, raw_html: str) -> tuple[str, str | None]:
+        cfg = self.cfg
+        # Cleaning only removes characters (tags, entities, whitespace) save for list indentation and code
+        # fences, which in practice never outweigh the tags they replace (a test checks this on real dumps):
+        # raw HTML shorter than the minimum is too short, and is not cleaned (most answers stop here).
+        if len(raw_html) < cfg.min_chars:
+            return "", "answer_too_short"
+        text = html_to_text(raw_html)
+        return text, answer_reason(text, cfg.min_chars, cfg.max_chars, first_person=cfg.first_person,
+                                   references=cfg.references)
+
     def finish(self, site: str, group: str) -> None:
         """Check each kept question's top answer; keep the best ``keep_per_site`` eligible pairs."""
         cfg, result = self.cfg, self.result
@@ -160,9 +167,7 @@ class _SiteState:
                 result.rejected["no_answer_min_score"] += 1
                 continue
             result.answers["top_answer"] += 1
-            text = html_to_text(self.spool.get(best[3]))
-            reason = answer_reason(text, cfg.min_chars, cfg.max_chars, first_person=cfg.first_person,
-                                   references=cfg.references)
+            text, reason = self._check_answer(self.spool.get(best[3]))
             if reason is not None:
                 result.rejected[reason] += 1
                 continue
@@ -174,8 +179,8 @@ class _SiteState:
                 heapq.heappushpop(heap, item)
         result.answers["question_not_found"] += len(self.best)
         for qscore, negid, text, (qdate, qref, best) in sorted(heap, reverse=True):
-            title, body = self.spool.get(qref).split("\0", 1)
-            pair = _Pair(site, group, -negid, qscore, title, body, qdate, best, text)
+            title, tags, body = self.spool.get(qref).split("\0", 2)
+            pair = _Pair(site, group, -negid, qscore, title, body, qdate, best, text, parse_tags(tags))
             result.candidates.append(build_example(pair, cfg).to_dict())
 
 
@@ -190,6 +195,7 @@ class _Pair:
     question_date: str
     best: tuple  # (score, id, date, ref) of the top answer
     answer_text: str
+    tags: tuple[str, ...]
 
 
 def build_example(pair: _Pair, cfg: SelectionConfig) -> Example:
@@ -203,7 +209,7 @@ def build_example(pair: _Pair, cfg: SelectionConfig) -> Example:
                       url=f"https://{pair.site}/questions/{pair.question_id}",
                       source_id=f"{pair.site}/a/{answer_id}", prompt_field=field_name)
     meta.update(site=pair.site, group=pair.group, question_id=pair.question_id, answer_id=answer_id,
-                question_score=pair.question_score, answer_score=answer_score,
+                question_score=pair.question_score, answer_score=answer_score, tags=list(pair.tags),
                 answer_url=f"https://{pair.site}/a/{answer_id}",
                 question_license=license_for(pair.question_date), answer_license=license_for(answer_date))
     return Example(id=f"se-{pair.site}-{pair.question_id}", conversations=[prompt, pair.answer_text],
@@ -217,10 +223,10 @@ def select_site(dump: DumpInput, group: str, cfg: SelectionConfig,
     result = SiteResult(dump.site, group, label)
     with tempfile.TemporaryFile(prefix="lima-se-spool-") as fh:
         state = _SiteState(cfg, result, _Spool(fh))
-        for post in iter_posts(dump, result.rows_by_type, state.skip, progress):
-            if post.type == QUESTION:
-                state.question(post)
+        for kind, elem in iter_rows(dump, result.rows_by_type, progress):
+            if kind == QUESTION:
+                state.question(elem)
             else:
-                state.answer(post)
+                state.answer(elem)
         state.finish(dump.site, group)
     return result
