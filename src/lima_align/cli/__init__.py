@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from lima_align import __version__
-from lima_align.cli import curate, data, models
+from lima_align.cli import curate, data, generate, models
 from lima_align.errors import LimaError
 
-GROUPS = (data, models, curate)
+GROUPS = (data, models, curate, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,124 @@
+"""``lima-align generate``: answers for a file of prompts, N samples each, resumable.
+
+Each output row is a conversation row (``conversations`` = the prompt turns + the answer, so every reader of
+the data model reads it) plus what the evaluation needs: ``output``, ``sample``, ``finish_reason``, token
+counts, ``generator`` (the model), ``sampling`` and ``seed``. Rows are appended and flushed as they finish; a
+re-run skips the (id, sample) pairs already in the file, and drops a torn last line left by a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lima_align.conversation import Example
+from lima_align.errors import DataError
+from lima_align.formats import read_examples
+from lima_align.generate.engine import Completion, Request
+from lima_align.generate.sampling import SamplingConfig
+
+
+@dataclass
+class GenerateReport:
+    prompts: int = 0
+    requested: int = 0
+    already_done: int = 0
+    written: int = 0
+    errors: int = 0
+    torn_lines_dropped: int = 0
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def prompt_turns(example: Example) -> list[str]:
+    """The turns to answer: a conversation that ends with an answer is asked again for its last user turn."""
+    turns = example.conversations
+    return list(turns if example.is_prompt_only else turns[:-1])
+
+
+def done_keys(path: Path, report: GenerateReport) -> set[tuple[str, int]]:
+    """(id, sample) pairs already written; a torn last line (killed mid-write) is cut off the file."""
+    if not path.exists():
+        return set()
+    done, good_bytes = set(), 0
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                row = json.loads(raw)
+                done.add((str(row["id"]), int(row["sample"])))
+                good_bytes += len(raw)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if raw.endswith(b"\n"):
+                    raise DataError("not a generation output row; refusing to append to this file", path,
+                                    line_no) from None
+                report.torn_lines_dropped += 1
+                break
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as fh:
+            fh.truncate(good_bytes)
+    return done
+
+
+def output_row(example: Example, completion: Completion, generator: str, config: SamplingConfig) -> dict:
+    turns = prompt_turns(example)
+    meta = {**example.meta, "generator": generator}
+    if completion.error:
+        meta["error"] = completion.error
+    answer = completion.text
+    return {
+        "id": example.id, "sample": completion.sample, "source": example.source,
+        "conversations": turns + ([answer] if answer.strip() else []),
+        "output": answer, "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+        "generator": generator, "sampling": config.to_dict(), "seed": completion.seed, "meta": meta,
+    }
+
+
+def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: SamplingConfig, *,
+                  samples: int = 1, generator: str = "model",
+                  progress: Callable[[int, int], None] | None = None) -> GenerateReport:
+    """Generate ``samples`` answers per prompt of ``prompts`` into ``out`` (JSONL), skipping finished rows."""
+    report = GenerateReport()
+    examples = read_examples(prompts)
+    report.prompts = len(examples)
+    seen_ids: set[str] = set()
+    for ex in examples:
+        if ex.id in seen_ids:  # (id, sample) is the resume key
+            raise DataError(f"duplicate prompt id {ex.id!r}; ids must be unique to resume safely", prompts)
+        seen_ids.add(ex.id)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = done_keys(out, report)
+    requests, owners = [], []
+    for ex in examples:
+        for s in range(samples):
+            report.requested += 1
+            if (ex.id, s) in done:
+                report.already_done += 1
+                continue
+            requests.append(Request(ex.id, prompt_turns(ex), s))
+            owners.append(ex)
+    start = time.perf_counter()
+    with out.open("a", encoding="utf-8") as fh:
+        for completion in engine.generate(requests, config):
+            row = output_row(owners[completion.index], completion, generator, config)
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            report.written += 1
+            report.errors += completion.finish_reason == "error"
+            reasons = report.finish_reasons
+            reasons[completion.finish_reason] = reasons.get(completion.finish_reason, 0) + 1
+            report.generated_tokens += completion.completion_tokens
+            if progress is not None:
+                progress(report.written, len(requests))
+    report.seconds = round(time.perf_counter() - start, 2)
+    return report

@@ -1,0 +1,167 @@
+"""Batched generation with the Hugging Face model: length-sorted batches, left padding, KV cache, and rows
+dropped from the batch as soon as they finish (so a long answer does not keep finished short ones computing).
+
+Prompts are rendered by :func:`lima_align.chat_format.render` - the one template used in training. Each
+(prompt, sample) pair gets its own RNG seeded from (seed, prompt id, sample index), so its text does not depend
+on which batch it was decoded in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from lima_align.chat_format import ChatFormat, render
+from lima_align.generate.sampling import SamplingConfig, next_tokens, row_seed
+
+TokenCallback = Callable[[int, int], None]  # (request index, token id), called for every generated token
+
+
+@dataclass
+class Request:
+    """One thing to generate: the conversation so far (ending on a user turn) and which sample it is."""
+
+    key: str
+    turns: list[str]
+    sample: int = 0
+
+
+@dataclass
+class Completion:
+    """A finished generation. ``finish_reason``: eot, eos, length, or error (then ``error`` says why)."""
+
+    index: int  # position of the request in the input
+    key: str
+    sample: int
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    seed: int
+    token_ids: list[int] = field(default_factory=list, repr=False)
+    error: str | None = None
+
+
+@dataclass
+class _Row:
+    index: int
+    request: Request
+    ids: list[int]
+    seed: int
+    budget: int  # new tokens this row may generate
+    out: list[int] = field(default_factory=list)
+
+
+class HFEngine:
+    """Generate with a transformers causal LM; ``stop_ids`` end a reply (EOT, and EOS as a fallback)."""
+
+    def __init__(self, model: Any, tokenizer: Any, fmt: ChatFormat = ChatFormat(), *, batch_size: int = 16,
+                 max_batch_tokens: int = 65536):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.eot_id = tokenizer.convert_tokens_to_ids(fmt.eot)
+        self.stop_ids = {self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.context = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def prompt_ids(self, turns: list[str]) -> list[int]:
+        return render(turns, self.tokenizer, self.fmt, add_generation_prompt=True).input_ids
+
+    def generate(self, requests: Iterable[Request], config: SamplingConfig,
+                 on_token: TokenCallback | None = None) -> Iterator[Completion]:
+        """Yield completions as they finish (not in input order; ``Completion.index`` says which)."""
+        rows, errors = self._prepare(list(requests), config)
+        yield from errors
+        for batch in self._batches(rows):
+            yield from self._run(batch, config, on_token)
+
+    def _prepare(self, requests: list[Request], config: SamplingConfig) -> tuple[list[_Row], list[Completion]]:
+        rows, errors = [], []
+        for i, req in enumerate(requests):
+            ids = self.prompt_ids(req.turns)
+            seed = row_seed(config.seed, req.key, req.sample)
+            budget = min(config.max_new_tokens, self.context - len(ids))
+            if budget < 1:
+                errors.append(Completion(i, req.key, req.sample, "", "error", len(ids), 0, seed,
+                                         error=f"prompt has {len(ids)} tokens; the model's context is "
+                                               f"{self.context}"))
+                continue
+            rows.append(_Row(i, req, ids, seed, budget))
+        return rows, errors
+
+    def _batches(self, rows: list[_Row]) -> Iterator[list[_Row]]:
+        """Group rows of similar length (longest first, so memory problems show up at once)."""
+        rows = sorted(rows, key=lambda r: len(r.ids), reverse=True)
+        batch: list[_Row] = []
+        for row in rows:
+            width = len(batch[0].ids) if batch else len(row.ids)
+            if batch and (len(batch) >= self.batch_size or width * (len(batch) + 1) > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(row)
+        if batch:
+            yield batch
+
+    @torch.inference_mode()
+    def _run(self, batch: list[_Row], config: SamplingConfig,
+             on_token: TokenCallback | None) -> Iterator[Completion]:
+        from transformers import DynamicCache
+
+        device, width = self.device, max(len(r.ids) for r in batch)
+        ids = torch.tensor([[self.pad_id] * (width - len(r.ids)) + r.ids for r in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        seen = torch.zeros(len(batch), vocab, dtype=torch.bool, device=device)
+        if config.penalty_scope == "all":
+            seen.scatter_(1, ids.masked_fill(mask == 0, ids[0, -1]), True)
+        gens = [torch.Generator(device=device).manual_seed(r.seed) for r in batch]
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        active = list(batch)
+        while active:
+            tokens = next_tokens(out.logits[:, -1, :], seen, config, gens)
+            seen.scatter_(1, tokens[:, None], True)
+            keep = []
+            for j, (row, tok) in enumerate(zip(active, tokens.tolist())):
+                row.out.append(tok)
+                if on_token is not None:
+                    on_token(row.index, tok)
+                if tok in self.stop_ids or len(row.out) >= row.budget:
+                    yield self._finish(row)
+                else:
+                    keep.append(j)
+            if not keep:
+                return
+            if len(keep) < len(active):  # drop finished rows from every per-row tensor and the KV cache
+                sel = torch.tensor(keep, device=device)
+                cache.batch_select_indices(sel)
+                mask, positions, seen, tokens = mask[sel], positions[sel], seen[sel], tokens[sel]
+                active, gens = [active[j] for j in keep], [gens[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True)
+
+    def _finish(self, row: _Row) -> Completion:
+        last = row.out[-1]
+        if last == self.eot_id:
+            reason = "eot"
+        elif last in self.stop_ids:
+            reason = "eos"
+        else:
+            reason = "length"
+        content = row.out[:-1] if reason in ("eot", "eos") else row.out
+        text = self.tokenizer.decode(content, skip_special_tokens=True)
+        return Completion(row.index, row.request.key, row.request.sample, text, reason, len(row.ids),
+                          len(row.out), row.seed, list(row.out))
