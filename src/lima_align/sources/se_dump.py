@@ -25,7 +25,7 @@ from lxml import etree
 
 from lima_align.curate.filters import PLANTED_POST_IDS
 from lima_align.errors import DataError
-from lima_align.sources.se_sites import site_from_path
+from lima_align.sources.se_sites import canonical_site, site_from_path
 
 CHUNK = 1 << 20
 QUESTION, ANSWER = 1, 2
@@ -63,7 +63,7 @@ def resolve_input(path: str | Path, site: str | None = None) -> DumpInput:
     p = Path(path)
     if not p.exists():
         raise DataError("no such file or directory", p)
-    name = site or site_from_path(p)
+    name = canonical_site(site) if site else site_from_path(p)
     if p.is_dir():
         xml = next((c for c in sorted(p.iterdir()) if c.name.lower() == "posts.xml"), None)
         if xml is None:

@@ -177,7 +177,8 @@ class _SiteState:
                 heapq.heappush(heap, item)
             elif cfg.keep_per_site > 0:
                 heapq.heappushpop(heap, item)
-        result.answers["question_not_found"] += len(self.best)
+        if self.best:  # answers whose question never appeared in the dump
+            result.answers["question_not_found"] += len(self.best)
         for qscore, negid, text, (qdate, qref, best) in sorted(heap, reverse=True):
             title, tags, body = self.spool.get(qref).split("\0", 2)
             pair = _Pair(site, group, -negid, qscore, title, body, qdate, best, text, parse_tags(tags))
