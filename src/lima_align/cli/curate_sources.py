@@ -38,6 +38,7 @@ def _add(sources: argparse._SubParsersAction, name: str, help_text: str, handler
 def register_sources(sources: argparse._SubParsersAction) -> None:
     """Add the wikiHow, Reddit, Super-NaturalInstructions, authored and dialogue subcommands to ``curate``."""
     _register_natural_instructions(sources)
+    _register_wikihow(sources)
 
 
 def _register_natural_instructions(sources: argparse._SubParsersAction) -> None:
@@ -59,6 +60,34 @@ def _natural_instructions(args: argparse.Namespace) -> tuple[list[Example], Read
     examples, report = sni.curate(args.inputs, n_tasks=args.tasks, seed=args.seed, categories=cats,
                                   skip_bad=not args.strict)
     return examples, report, {"unit": "task", "reasons": sni.REASONS}
+
+
+def _register_wikihow(sources: argparse._SubParsersAction) -> None:
+    from lima_align.sources import wikihow
+
+    p = _add(sources, "wikihow", "wikiHow: category first, then an article; title as the question, pruned body "
+                                 "with numbered steps as the answer", _wikihow, "wikihow.jsonl")
+    p.add_argument("inputs", nargs="+", help="article files: CSV (title,headline,text), JSON or JSONL scrapes")
+    p.add_argument("--index", help="CSV of Category,Title,Link used to find each article's category")
+    p.add_argument("--category-table", help="CSV category,top_level replacing rows of the shipped table")
+    p.add_argument("-n", "--n", type=int, default=wikihow.DEFAULT_N, help="articles to sample")
+    p.add_argument("--min-chars", type=int, default=wikihow.DEFAULT_MIN_CHARS,
+                   help="minimum response length in characters after pruning")
+    p.add_argument("--no-uncategorized", action="store_true",
+                   help="reject articles with no category instead of sampling them as one extra category")
+
+
+def _wikihow(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[str, Any]]:
+    from lima_align.sources import wikihow
+
+    cfg = wikihow.WikiHowConfig(n=args.n, seed=args.seed, min_chars=args.min_chars,
+                                uncategorized=not args.no_uncategorized)
+    index = wikihow.load_index(args.index) if args.index else None
+    examples, report = wikihow.curate(args.inputs, cfg, wikihow.load_category_table(args.category_table), index)
+    by_category: dict[str, int] = {}
+    for ex in examples:
+        by_category[ex.meta["curation"]["category"]] = by_category.get(ex.meta["curation"]["category"], 0) + 1
+    return examples, report, {"unit": "article", "kept_by_category": by_category, "reasons": wikihow.REASONS}
 
 
 def audit(source: str, report: ReadReport, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

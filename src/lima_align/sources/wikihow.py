@@ -67,6 +67,7 @@ _INLINE_JUNK = re.compile(r"\s*\[\d+\]|\s*\bX (Research|Expert|Trustworthy) sour
                           r"\s*(?:https?|ftp)://\S+|\s*www\.\S+")
 _MD_LINK = re.compile(r"!\[[^\]]*\]\([^)]*\)|\[([^\]]+)\]\([^)]*\)")
 _OPENING = re.compile(r"^(this|the following) (wikihow( article)?|article|guide)\b", re.IGNORECASE)
+_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _HTML = re.compile(r"<(p|div|a|img|ul|ol|li|br|b|i|span|h\d)\b", re.IGNORECASE)
 
 
@@ -212,7 +213,7 @@ def as_question(title: str) -> str:
 
 def clean_step(text: str) -> str:
     """One step without links, images, citation marks, URLs and boilerplate; detokenized."""
-    text = _MD_LINK.sub(lambda m: m.group(1) or "", detokenize(text))
+    text = _MD_LINK.sub(lambda m: m.group(1) or "", _MARKER.sub("", detokenize(text)))
     text = _INLINE_JUNK.sub("", text)
     lines = [ln for ln in text.split("\n") if ln.strip() and not _BOILERPLATE.match(ln)]
     return " ".join(" ".join(lines).split())
@@ -228,9 +229,10 @@ def render_response(article: Article) -> str:
     if intro:
         blocks.append(intro)
     for k, (head, steps) in enumerate(kept, start=1):
+        numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, start=1))
         if len(kept) > 1:
-            blocks.append(f"Part {k}: {clean_step(head)}" if head.strip() else f"Part {k}")
-        blocks.append("\n".join(f"{i}. {s}" for i, s in enumerate(steps, start=1)))
+            numbered = (f"Part {k}: {clean_step(head)}" if head.strip() else f"Part {k}") + "\n" + numbered
+        blocks.append(numbered)
     return _OPENING.sub("The following answer", "\n\n".join(blocks), count=1)
 
 
