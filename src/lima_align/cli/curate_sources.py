@@ -39,6 +39,7 @@ def register_sources(sources: argparse._SubParsersAction) -> None:
     """Add the wikiHow, Reddit, Super-NaturalInstructions, authored and dialogue subcommands to ``curate``."""
     _register_natural_instructions(sources)
     _register_wikihow(sources)
+    _register_reddit(sources)
 
 
 def _register_natural_instructions(sources: argparse._SubParsersAction) -> None:
@@ -90,10 +91,38 @@ def _wikihow(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[
     return examples, report, {"unit": "article", "kept_by_category": by_category, "reasons": wikihow.REASONS}
 
 
+def _register_reddit(sources: argparse._SubParsersAction) -> None:
+    from lima_align.sources import reddit
+
+    d = reddit.RedditConfig()
+    p = _add(sources, "reddit", "Reddit (Pushshift dumps): r/WritingPrompts story candidates or r/AskReddit "
+                                "title-only test prompts, most upvoted first, for hand review", _reddit,
+             "reddit.jsonl")
+    p.add_argument("inputs", nargs="+", help="RS_*/RC_* dumps (.zst or plain NDJSON) and/or a WritingPrompts CSV")
+    p.add_argument("--subreddit", choices=[reddit.WRITINGPROMPTS, reddit.ASKREDDIT], default=d.subreddit)
+    p.add_argument("--min-prompt-score", type=int, default=d.min_prompt_score)
+    p.add_argument("--min-story-score", type=int, default=d.min_story_score)
+    p.add_argument("--min-words", type=int, default=d.min_words, help="story length bounds (words)")
+    p.add_argument("--max-words", type=int, default=d.max_words)
+    p.add_argument("--max-candidates", type=int,
+                   help="candidates kept, most upvoted first (default: 450 for writingprompts, 210 for askreddit: "
+                        "3x the paper's 150 and 70, for hand selection)")
+
+
+def _reddit(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[str, Any]]:
+    from lima_align.sources import reddit
+
+    limit = args.max_candidates or (450 if args.subreddit == reddit.WRITINGPROMPTS else 210)
+    cfg = reddit.RedditConfig(args.subreddit, args.min_prompt_score, args.min_story_score, args.min_words,
+                              args.max_words, limit, args.strict)
+    examples, report, extra = reddit.curate(args.inputs, cfg)
+    return examples, report, {"unit": "submission", **extra, "reasons": reddit.REASONS}
+
+
 def audit(source: str, report: ReadReport, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """The report JSON: what was considered, kept, rejected by reason and skipped as unreadable."""
-    rejected = dict(report.dropped.most_common())
-    skipped = dict(report.skipped_bad.most_common())
+    rejected = {k: v for k, v in report.dropped.most_common() if v}
+    skipped = {k: v for k, v in report.skipped_bad.most_common() if v}
     considered = report.kept + sum(rejected.values()) + sum(skipped.values())
     return {"source": source, "settings": settings, "considered": considered, "kept": report.kept,
             "rejected": rejected, "skipped_bad": skipped, "first_bad": list(report.first_bad), **extra}

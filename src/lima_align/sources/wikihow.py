@@ -110,7 +110,7 @@ def _parse_category_table(text: str, origin: str) -> dict[str, str]:
 def load_index(path: str | Path) -> dict[str, str]:
     """Category lookup from an index CSV (``Category,Title,Link``): keys are normalized links and titles."""
     lookup: dict[str, str] = {}
-    for line, row in _csv_rows(path):
+    for line, row in csv_rows(path):
         category = (row.get("category") or "").strip()
         for key in (row.get("link"), row.get("title")):
             if key and category:
@@ -123,8 +123,8 @@ def _key(link_or_title: str) -> str:
     return normalize(slug.replace("-", " "))
 
 
-def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows with lower-cased column names; broken quoting raises a DataError naming the line."""
+def csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, row)`` with lower-cased column names; broken quoting raises a DataError naming the line."""
     text = read_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
@@ -139,7 +139,7 @@ def _csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 def read_csv(path: str | Path) -> Iterator[Article]:
     """Articles of a ``title,headline,text`` CSV (see the module docstring)."""
-    for line, row in _csv_rows(path):
+    for line, row in csv_rows(path):
         if "title" not in row or "text" not in row:
             raise DataError("a wikiHow CSV needs 'title' and 'text' columns", path, 1)
         paragraphs = [p.strip(" ,;\t") for p in (row.get("text") or "").split("\n")]
