@@ -40,6 +40,7 @@ def register_sources(sources: argparse._SubParsersAction) -> None:
     _register_natural_instructions(sources)
     _register_wikihow(sources)
     _register_reddit(sources)
+    _register_authored(sources)
 
 
 def _register_natural_instructions(sources: argparse._SubParsersAction) -> None:
@@ -117,6 +118,33 @@ def _reddit(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[s
                               args.max_words, limit, args.strict)
     examples, report, extra = reddit.curate(args.inputs, cfg)
     return examples, report, {"unit": "submission", **extra, "reasons": reddit.REASONS}
+
+
+def _register_authored(sources: argparse._SubParsersAction) -> None:
+    from lima_align.sources import authored
+
+    p = _add(sources, "authored", "hand-written examples (Markdown with front matter, or YAML) to conversation "
+                                  "JSONL, with style warnings", _authored, "authored.jsonl")
+    p.add_argument("inputs", nargs="+", help="example files (.md, .yaml) or directories of them")
+    p.add_argument("--license", default=authored.DEFAULT_LICENSE, help="licence of the authored texts")
+    p.add_argument("--min-words", type=int, default=authored.MIN_WORDS,
+                   help="answers shorter than this get a too_short warning")
+
+
+def _authored(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[str, Any]]:
+    from lima_align.sources import authored
+
+    # Hand-written files are fixed by their author: an error stops unless told to skip (the opposite of dumps).
+    examples, report, warnings = authored.curate(args.inputs, license=args.license, min_words=args.min_words,
+                                                 skip_bad=False)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    counts: dict[str, int] = {}
+    for w in warnings:
+        counts[w.code] = counts.get(w.code, 0) + 1
+    safety = sum(1 for ex in examples if ex.meta.get("safety"))
+    return examples, report, {"unit": "example", "warnings": counts, "safety_tagged": safety,
+                              "warning_lines": [str(w) for w in warnings[:200]]}
 
 
 def audit(source: str, report: ReadReport, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
