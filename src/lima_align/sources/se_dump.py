@@ -120,15 +120,12 @@ class _Cancelled(Exception):
     pass
 
 
-def _iter_7z(dump: DumpInput) -> Iterator[bytes]:
-    """Decompress one archive member in a thread, passing chunks over a bounded queue (constant memory)."""
-    py7zr = _py7zr()
-    chunks: queue.Queue = queue.Queue(maxsize=8)
-    cancel = threading.Event()
+def _queue_factory(py7zr, chunks: queue.Queue, cancel: threading.Event):
+    """A py7zr writer factory whose writers put each decompressed chunk on ``chunks`` (blocking when full)."""
 
     class Writer(py7zr.Py7zIO):
         def write(self, s):
-            if cancel.is_set():
+            if cancel.is_set():  # the reader stopped (error or early exit): abort the decompression
                 raise _Cancelled()
             chunks.put(bytes(s))
             return len(s)
@@ -149,10 +146,19 @@ def _iter_7z(dump: DumpInput) -> Iterator[bytes]:
         def create(self, filename):
             return Writer()
 
+    return Factory()
+
+
+def _iter_7z(dump: DumpInput) -> Iterator[bytes]:
+    """Decompress one archive member in a thread, passing chunks over a bounded queue (constant memory)."""
+    py7zr = _py7zr()
+    chunks: queue.Queue = queue.Queue(maxsize=8)
+    cancel = threading.Event()
+
     def work():
         try:
             with py7zr.SevenZipFile(dump.path, mode="r") as zf:
-                zf.extract(targets=[dump.member], factory=Factory())
+                zf.extract(targets=[dump.member], factory=_queue_factory(py7zr, chunks, cancel))
             chunks.put(None)
         except BaseException as exc:  # handed to the reading thread, which reports it
             chunks.put(exc)

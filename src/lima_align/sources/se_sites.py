@@ -5,9 +5,10 @@ sites into the paper's two groups. It is our classification (the paper publishes
 Other, 5 niche discarded): STEM is science, mathematics, engineering, programming and computing; Other is
 everything else (languages, culture, hobbies, life). A user table with the same columns overrides rows by site.
 
-Exclusion rule (documented, applied before the table): every per-site meta (``meta.*``, ``*.meta.*``) is
-excluded because its questions are about the site itself; the table also marks ``excluded`` the network meta,
-two niche sites about the network (Stack Apps, Moderators) and the sites not written in English.
+Exclusion rule: a per-site meta (``meta.*``, ``*.meta.*``) missing from the table is excluded, because its
+questions are about the site itself; the table marks ``excluded`` the network meta, two niche sites about the
+network (Stack Apps, Moderators) and the sites not written in English (the localized Stack Overflows and the
+Russian-language site). A site in no table is an error, not a guess: classify it with a user table.
 """
 
 from __future__ import annotations
