@@ -134,6 +134,16 @@ def read_markdown(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, int
     return fields, _md_turns(lines, start, p), key_lines
 
 
+def parse_turns(text: str, origin: str | Path) -> list[str]:
+    """The turns of ``## User`` / ``## Assistant`` Markdown (no front matter): the format editors work in."""
+    return [t for t, _ in _md_turns(text.split("\n"), 0, Path(origin))]
+
+
+def render_turns(turns: list[str]) -> str:
+    """Turns as ``## User`` / ``## Assistant`` Markdown; :func:`parse_turns` reads it back."""
+    return "\n\n".join(f"## {'User' if i % 2 == 0 else 'Assistant'}\n{t.strip()}" for i, t in enumerate(turns)) + "\n"
+
+
 def _md_turns(lines: list[str], start: int, path: Path) -> list[tuple[str, int]]:
     turns: list[tuple[str, int]] = []
     body: list[str] = []
