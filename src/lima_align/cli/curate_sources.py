@@ -41,6 +41,7 @@ def register_sources(sources: argparse._SubParsersAction) -> None:
     _register_wikihow(sources)
     _register_reddit(sources)
     _register_authored(sources)
+    _register_dialogue(sources)
 
 
 def _register_natural_instructions(sources: argparse._SubParsersAction) -> None:
@@ -145,6 +146,29 @@ def _authored(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict
     safety = sum(1 for ex in examples if ex.meta.get("safety"))
     return examples, report, {"unit": "example", "warnings": counts, "safety_tagged": safety,
                               "warning_lines": [str(w) for w in warnings[:200]]}
+
+
+def _register_dialogue(sources: argparse._SubParsersAction) -> None:
+    from lima_align.sources import dialogue
+
+    p = _add(sources, "dialogue", "multi-turn candidates from Stack Exchange comment threads (asker and answerer "
+                                  "alternating), to edit into the assistant style", _dialogue, "dialogue.jsonl")
+    p.add_argument("dumps", nargs="+", help="site dump folders holding Posts.xml and Comments.xml")
+    p.add_argument("--min-turns", type=int, default=dialogue.MIN_TURNS, help="shortest chain kept (turns)")
+
+
+def _dialogue(args: argparse.Namespace) -> tuple[list[Example], ReadReport, dict[str, Any]]:
+    from lima_align.sources import dialogue
+
+    examples, report = [], ReadReport()
+    for dump in args.dumps:
+        found, part = dialogue.curate(dump, min_turns=args.min_turns)
+        examples += found
+        report.kept += part.kept
+        report.dropped.update(part.dropped)
+        report.skipped_bad.update(part.skipped_bad)
+        report.first_bad += part.first_bad[: 5 - len(report.first_bad)]
+    return examples, report, {"unit": "question", "reasons": dialogue.REASONS}
 
 
 def audit(source: str, report: ReadReport, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
