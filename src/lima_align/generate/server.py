@@ -1,0 +1,554 @@
+"""An OpenAI-compatible HTTP server for a lima-align checkpoint: ``/v1/chat/completions`` (streaming or not),
+``/v1/models`` and ``/health``. It is also the local stand-in for a judge API in the tests.
+
+One background thread (:class:`BatchWorker`) owns the model. Requests are queued; the worker waits a short window
+after the first one, groups what arrived by sampling settings, and decodes each group as ONE batch through
+:meth:`HFEngine.generate` (static batching: requests arriving during a batch wait for the next one). Tokens are
+streamed to each client as they are generated.
+
+Choices made here:
+
+* Sampling defaults are the paper's (or the server's ``defaults``); a request may override ``temperature``,
+  ``top_p``, ``max_tokens``, ``seed``, ``n`` and ``repetition_penalty`` within :class:`ServerLimits`; out of range is
+  a 400. ``stop``, tools, logprobs and frequency/presence penalties are not supported: a 400, never ignored.
+* Messages must alternate user/assistant, starting and ending with the user (the training template has no other
+  roles). A leading ``system`` message is REJECTED with a 400 by default (``system="reject"``): silently dropping
+  a judge's instructions would change results without anyone noticing. ``system="ignore"`` drops it (its text is
+  kept nowhere) for clients that always send one.
+* Without ``seed`` a request gets a random one. With a seed, the text depends only on (seed, messages, settings),
+  never on what else was in the batch: the worker passes the seed as the engine's request key (config seed 0).
+* A client that disconnects mid-stream is marked cancelled: its events are dropped, and a batch in which every
+  request is cancelled is abandoned at the next token. (Stopping ONE row of a live batch needs a cancel hook in
+  the engine.)
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time, and its
+# Request type is imported lazily inside create_app (the "web" extra is optional).
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import hmac
+import json
+import logging
+import queue
+import secrets
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Iterator
+
+from lima_align.chat_format import render
+from lima_align.generate.chat import StreamDecoder
+from lima_align.generate.engine import Completion, Request
+from lima_align.generate.sampling import SamplingConfig
+
+log = logging.getLogger(__name__)
+FINISH = {"eot": "stop", "eos": "stop", "length": "length"}
+UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logprobs", "top_logprobs", "logit_bias")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a request may ask for. ``max_context`` caps prompt + max_tokens (None: the model's context)."""
+
+    max_tokens: int = 2048
+    max_context: int | None = None
+    max_n: int = 8
+    max_body_bytes: int = 1 << 20
+    temperature: tuple[float, float] = (0.0, 2.0)
+    repetition_penalty: tuple[float, float] = (1.0, 2.0)
+    system: str = "reject"  # or "ignore"
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# ----------------------------------------------------------------------------------------------- request parsing
+@dataclass
+class ChatParams:
+    """A validated chat completion request."""
+
+    turns: list[str]
+    config: SamplingConfig  # seed 0: the request's seed travels as the engine key (see module docstring)
+    seed: int
+    n: int
+    stream: bool
+    include_usage: bool
+    prompt_tokens: int
+
+
+def _number(payload: dict, name: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    value = payload.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"'{name}' must be a number", param=name, code="invalid_type")
+    if value > hi or value < lo or (lo_open and value == lo):
+        bracket = "(" if lo_open else "["
+        raise ApiError(400, f"'{name}' must be in {bracket}{lo}, {hi}], got {value}", param=name,
+                       code="invalid_value")
+    return float(value)
+
+
+def _integer(payload: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    value = payload.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"'{name}' must be an integer", param=name, code="invalid_type")
+    if not lo <= value <= hi:
+        raise ApiError(400, f"'{name}' must be in [{lo}, {hi}], got {value}", param=name, code="invalid_value")
+    return value
+
+
+def _content(message: Any, i: int) -> tuple[str, str]:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise ApiError(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: text only
+        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                   for p in content):
+            raise ApiError(400, f"messages[{i}].content: only text parts are supported",
+                           param=f"messages[{i}].content")
+        content = "".join(p["text"] for p in content)
+    if not isinstance(content, str):
+        raise ApiError(400, f"messages[{i}].content must be a string", param=f"messages[{i}].content")
+    return message["role"], content
+
+
+def parse_turns(messages: Any, system: str = "reject") -> list[str]:
+    """OpenAI messages -> alternating turns (user first, user last), the only shape the template has."""
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+    pairs = [_content(m, i) for i, m in enumerate(messages)]
+    if pairs[0][0] == "system":
+        if system != "ignore":
+            raise ApiError(400, "system messages are not supported: the LIMA chat template has only user and "
+                                "assistant turns; put the instructions in the first user message",
+                           param="messages[0].role", code="unsupported_role")
+        pairs = pairs[1:]
+    for i, (role, _) in enumerate(pairs):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            raise ApiError(400, f"messages must alternate user/assistant starting with user; message {i} "
+                                f"(after any leading system message) has role '{role}', expected '{expected}'",
+                           param="messages", code="invalid_roles")
+    if len(pairs) % 2 == 0:
+        raise ApiError(400, "the last message must be the user's", param="messages", code="invalid_roles")
+    return [text for _, text in pairs]
+
+
+def parse_body(raw: bytes, limits: ServerLimits) -> dict[str, Any]:
+    if len(raw) > limits.max_body_bytes:
+        raise ApiError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
+    try:
+        payload = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return payload
+
+
+def _check_unsupported(payload: dict) -> None:
+    for name in UNSUPPORTED:
+        if payload.get(name):
+            raise ApiError(400, f"'{name}' is not supported by this server", param=name, code="unsupported")
+    for name in ("frequency_penalty", "presence_penalty"):
+        if payload.get(name):
+            raise ApiError(400, f"'{name}' is not supported; use 'repetition_penalty' (LIMA: 1.2 on generated "
+                                f"tokens)", param=name, code="unsupported")
+
+
+def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits, room: int) -> SamplingConfig:
+    """Per-request overrides of ``defaults`` within ``limits``; ``room`` = context left after the prompt."""
+    cap = min(limits.max_tokens, room)
+    default_max = min(defaults.max_new_tokens, cap)
+    requested = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    max_tokens = _integer({"max_tokens": requested}, "max_tokens", default_max, 1, 1 << 31)
+    if max_tokens > limits.max_tokens:
+        raise ApiError(400, f"max_tokens {max_tokens} is over this server's cap of {limits.max_tokens}",
+                       param="max_tokens", code="invalid_value")
+    if max_tokens > room or default_max < 1:
+        raise ApiError(400, f"the prompt plus max_tokens ({max_tokens}) is over the context length: only "
+                            f"{max(room, 0)} tokens are left after the prompt", param="messages",
+                       code="context_length_exceeded")
+    return SamplingConfig(
+        temperature=_number(payload, "temperature", defaults.temperature, *limits.temperature),
+        top_p=_number(payload, "top_p", defaults.top_p, 0.0, 1.0, lo_open=True),
+        repetition_penalty=_number(payload, "repetition_penalty", defaults.repetition_penalty,
+                                   *limits.repetition_penalty),
+        penalty_scope=defaults.penalty_scope, max_new_tokens=max_tokens, seed=0)
+
+
+def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int], context: int,
+                       defaults: SamplingConfig, limits: ServerLimits) -> ChatParams:
+    """Validate a chat completion request (the model name is checked by the caller)."""
+    _check_unsupported(payload)
+    turns = parse_turns(payload.get("messages"), limits.system)
+    prompt_tokens = count_tokens(turns)
+    window = min(context, limits.max_context or context)
+    config = parse_sampling(payload, defaults, limits, window - prompt_tokens)
+    n = _integer(payload, "n", 1, 1, limits.max_n)
+    seed = _integer(payload, "seed", None, -(1 << 63), (1 << 63) - 1)
+    stream = payload.get("stream") or False
+    options = payload.get("stream_options") or {}
+    if not isinstance(stream, bool) or not isinstance(options, dict):
+        raise ApiError(400, "'stream' must be a boolean and 'stream_options' an object", param="stream")
+    return ChatParams(turns, config, secrets.randbits(63) if seed is None else seed, n, stream,
+                      bool(options.get("include_usage")), prompt_tokens)
+
+
+# ------------------------------------------------------------------------------------------------ batch worker
+@dataclass(eq=False)
+class Job:
+    """One queued request: ``sink`` receives ("delta", choice, text), ("done", choice, Completion) or
+    ("error", message) events, from the worker thread."""
+
+    params: ChatParams
+    sink: Callable[[tuple], None]
+    cancelled: bool = False
+
+    def send(self, event: tuple) -> None:
+        if self.cancelled:
+            return
+        try:
+            self.sink(event)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            self.cancelled = True
+
+
+class _Abandoned(Exception):
+    """Every request of the running batch was cancelled."""
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    rows: int = 0
+    max_rows: int = 0
+    abandoned: int = 0  # batches stopped because all their clients went away
+    skipped: int = 0  # requests cancelled before their batch started
+    errors: int = 0
+
+
+class BatchWorker:
+    """The single thread that owns the engine; collects jobs for ``window_s`` and runs them as batches."""
+
+    def __init__(self, engine: Any, *, window_s: float = 0.01, max_rows: int | None = None):
+        self.engine = engine
+        self.window_s = window_s
+        self.max_rows = max_rows or engine.batch_size
+        self.queue: queue.Queue[Job] = queue.Queue()
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lima-align-generate", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        self.queue.put(job)
+
+    def _collect(self) -> list[Job]:
+        try:
+            jobs = [self.queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline, rows = time.monotonic() + self.window_s, jobs[0].params.n
+        while rows < self.max_rows:
+            try:
+                jobs.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+            rows += jobs[-1].params.n
+        return jobs
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            groups: dict[SamplingConfig, list[Job]] = {}
+            for job in self._collect():
+                groups.setdefault(job.params.config, []).append(job)
+            for config, jobs in groups.items():
+                self._run(jobs, config)
+
+    def _run(self, jobs: list[Job], config: SamplingConfig) -> None:
+        self.stats.skipped += sum(j.cancelled for j in jobs)
+        jobs = [j for j in jobs if not j.cancelled]
+        owners = [(job, s) for job in jobs for s in range(job.params.n)]
+        if not owners:
+            return
+        requests = [Request(str(job.params.seed), job.params.turns, s) for job, s in owners]
+        stop_ids = self.engine.stop_ids
+        decoders = [StreamDecoder(self.engine.tokenizer, stop_ids) if job.params.stream else None
+                    for job, _ in owners]
+
+        def on_token(i: int, token: int) -> None:
+            if all(j.cancelled for j in jobs):
+                raise _Abandoned
+            if decoders[i] is not None and (delta := decoders[i].push(token)):
+                owners[i][0].send(("delta", owners[i][1], delta))
+
+        self.stats.batches += 1
+        self.stats.rows += len(owners)
+        self.stats.max_rows = max(self.stats.max_rows, len(owners))
+        try:
+            for c in self.engine.generate(requests, config, on_token=on_token):
+                job, choice = owners[c.index]
+                if decoders[c.index] is not None and (rest := decoders[c.index].finish(c.text)):
+                    job.send(("delta", choice, rest))
+                job.send(("done", choice, c))
+        except _Abandoned:
+            self.stats.abandoned += 1
+        except Exception as exc:  # keep serving: fail this batch's requests, not the server
+            log.exception("generation failed")
+            self.stats.errors += 1
+            for job in jobs:
+                job.send(("error", f"generation failed: {type(exc).__name__}: {exc}"))
+
+
+# --------------------------------------------------------------------------------------------------------- app
+@dataclass
+class _Served:
+    """What the handlers share."""
+
+    engine: Any
+    worker: BatchWorker
+    name: str
+    api_key: str | None
+    defaults: SamplingConfig
+    limits: ServerLimits
+    count_tokenizer: Any  # a copy of the tokenizer for the event loop thread (the worker owns the original)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def count_tokens(self, turns: list[str]) -> int:
+        return len(render(turns, self.count_tokenizer, self.engine.fmt, add_generation_prompt=True).input_ids)
+
+    def check_key(self, authorization: str | None) -> None:
+        if self.api_key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            raise ApiError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')",
+                           code="invalid_api_key")
+
+
+def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | None = None,
+               defaults: SamplingConfig = SamplingConfig(), limits: ServerLimits = ServerLimits(),
+               window_s: float = 0.01) -> Any:
+    """The FastAPI app serving ``engine`` (an :class:`HFEngine`) under the model name ``served_name``.
+
+    The batch worker starts and stops with the app (its lifespan); ``app.state.served.worker`` exposes it.
+    """
+    from fastapi import FastAPI, Request as HttpRequest
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    served = _Served(engine, BatchWorker(engine, window_s=window_s), served_name, api_key, defaults, limits,
+                     copy.deepcopy(engine.tokenizer))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        served.worker.start()
+        yield
+        served.worker.stop()
+
+    app = FastAPI(title="lima-align", lifespan=lifespan)
+    app.state.served = served
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_req: Any, exc: ApiError) -> Any:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_req: Any, exc: HTTPException) -> Any:
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": served.name, "queued": served.worker.queue.qsize(),
+                "worker": dataclasses.asdict(served.worker.stats)}
+
+    @app.get("/v1/models")
+    async def models(req: HttpRequest) -> dict[str, Any]:
+        served.check_key(req.headers.get("authorization"))
+        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": served.created,
+                                            "owned_by": "lima-align"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: HttpRequest) -> Any:
+        served.check_key(req.headers.get("authorization"))
+        return await _chat_completion(served, parse_body(await req.body(), served.limits))
+
+    return app
+
+
+async def _chat_completion(served: _Served, payload: dict) -> Any:
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    model = payload.get("model")
+    if not isinstance(model, str):
+        raise ApiError(400, "'model' is required", param="model")
+    if model != served.name:
+        raise ApiError(404, f"the model '{model}' does not exist; this server has '{served.name}'",
+                       param="model", code="model_not_found")
+    params = parse_chat_request(payload, count_tokens=served.count_tokens, context=served.engine.context,
+                                defaults=served.defaults, limits=served.limits)
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
+    job = Job(params, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+    served.worker.submit(job)
+    reply = _Reply(served.name, params)
+    if params.stream:
+        return StreamingResponse(_sse(job, events, reply), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    try:
+        while not reply.finished:
+            reply.take(await events.get())
+    finally:
+        job.cancelled = True  # nothing more to deliver (or the handler was cancelled)
+    if reply.error:
+        raise ApiError(500, reply.error, type="server_error")
+    return JSONResponse(reply.response())
+
+
+@dataclass
+class _Reply:
+    """The choices of one request, filled from the worker's events."""
+
+    model: str
+    params: ChatParams
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    done: dict[int, Completion] = field(default_factory=dict)
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or len(self.done) == self.params.n
+
+    def take(self, event: tuple) -> None:
+        if event[0] == "error":
+            self.error = event[1]
+        elif event[0] == "delta":
+            self.texts.setdefault(event[1], []).append(event[2])
+        elif event[2].finish_reason == "error":
+            self.error = event[2].error
+        else:
+            self.done[event[1]] = event[2]
+
+    def usage(self) -> dict[str, int]:
+        completion = sum(c.completion_tokens for c in self.done.values())
+        return {"prompt_tokens": self.params.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.params.prompt_tokens + completion}
+
+    def response(self) -> dict[str, Any]:
+        choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+                    "finish_reason": FINISH[c.finish_reason]} for i, c in sorted(self.done.items())]
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": choices, "usage": self.usage(), "system_fingerprint": None}
+
+    def chunk(self, choices: list[dict], usage: dict | None = None) -> str:
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": choices, "system_fingerprint": None}
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def _delta(index: int, delta: dict, finish: str | None = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+async def _sse(job: Job, events: asyncio.Queue, reply: _Reply) -> AsyncIterator[str]:
+    """Server-sent events: a role chunk per choice, content deltas, a finish chunk per choice, usage, [DONE]."""
+    try:
+        yield reply.chunk([_delta(i, {"role": "assistant", "content": ""}) for i in range(reply.params.n)])
+        while not reply.finished:
+            event = await events.get()
+            reply.take(event)
+            if event[0] == "delta":
+                yield reply.chunk([_delta(event[1], {"content": event[2]})])
+            elif event[0] == "done" and event[1] in reply.done:
+                yield reply.chunk([_delta(event[1], {}, FINISH[event[2].finish_reason])])
+        if reply.error:
+            yield f"data: {json.dumps(ApiError(500, reply.error, type='server_error').body())}\n\n"
+        elif reply.params.include_usage:
+            yield reply.chunk([], reply.usage())
+        yield "data: [DONE]\n\n"
+    finally:  # normal end, or the client went away (the generator is closed or cancelled)
+        job.cancelled = True
+
+
+# ---------------------------------------------------------------------------------------------- running it
+@dataclass
+class RunningServer:
+    """A server started by :func:`serve_in_thread`: ``base_url`` is what an OpenAI client takes."""
+
+    host: str
+    port: int
+    app: Any
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def worker(self) -> BatchWorker:
+        return self.app.state.served.worker
+
+
+@contextlib.contextmanager
+def serve_in_thread(engine: Any, *, host: str = "127.0.0.1", port: int = 0, **app_options: Any
+                    ) -> Iterator[RunningServer]:
+    """Run :func:`create_app` with uvicorn in a background thread (``port=0``: a free port, bound before the
+    server starts, so there is no race); stop it on exit. ``app_options`` go to :func:`create_app`."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    app = create_app(engine, **app_options)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lima-align-uvicorn",
+                              daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        yield RunningServer(host, sock.getsockname()[1], app)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def serve(engine: Any, *, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
+    """Serve in the foreground until interrupted (the ``lima-align serve`` command)."""
+    import uvicorn
+
+    uvicorn.run(create_app(engine, **app_options), host=host, port=port, log_level="info")

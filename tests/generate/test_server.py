@@ -1,0 +1,182 @@
+"""The OpenAI-compatible server, run for real on 127.0.0.1 and called with the official ``openai`` client."""
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from lima_align.chat_format import render
+from lima_align.generate.engine import HFEngine, Request
+from lima_align.generate.loading import load_for_generation
+from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.server import ServerLimits, serve_in_thread
+
+NAME = "smollm2-test"
+HELLO = [{"role": "user", "content": "Say hello."}]  # smollm2 answers in ~3 tokens and stops (EOS)
+# Outside its own chat template smollm2 rambles on this one (greedy: never stops within 64 tokens)
+LONG = [{"role": "user", "content": "List twenty animals, one per line:"}]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    model, tokenizer, fmt = load_for_generation("smollm2-135m-instruct", add_eot=True, device="cpu")
+    return HFEngine(model, tokenizer, fmt, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    limits = ServerLimits(max_tokens=64, max_context=256)
+    with serve_in_thread(engine, served_name=NAME, limits=limits, window_s=0.05) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_health_and_models(server, client):
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    assert [m.id for m in client.models.list()] == [NAME]
+
+
+def test_completion_is_the_engine_output_with_usage_and_stop(engine, client):
+    reply = client.chat.completions.create(model=NAME, messages=HELLO, temperature=0, max_tokens=16)
+    (choice,) = reply.choices
+    (direct,) = engine.generate([Request("x", ["Say hello."])], SamplingConfig(temperature=0, max_new_tokens=16))
+    assert choice.message.role == "assistant" and choice.message.content == direct.text
+    assert choice.finish_reason == "stop"
+    prompt_tokens = len(render(["Say hello."], engine.tokenizer, engine.fmt, add_generation_prompt=True).input_ids)
+    assert reply.usage.prompt_tokens == prompt_tokens
+    assert reply.usage.completion_tokens == direct.completion_tokens
+    assert reply.usage.total_tokens == prompt_tokens + direct.completion_tokens
+
+
+def test_length_finish_and_multi_turn(client):
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
+                *LONG]
+    reply = client.chat.completions.create(model=NAME, messages=messages, temperature=0, max_tokens=3)
+    assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 3
+
+
+def test_streaming_equals_non_streaming(client):
+    settings = dict(model=NAME, messages=LONG, temperature=0, max_tokens=12)
+    whole = client.chat.completions.create(**settings).choices[0]
+    chunks = list(client.chat.completions.create(**settings, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.message.content
+    assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) > 3  # really streamed
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
+
+
+def test_concurrent_requests_are_batched_and_seeded_text_does_not_depend_on_the_batch(server, client):
+    settings = dict(model=NAME, messages=LONG, temperature=1.0, max_tokens=6)
+    solo = {seed: client.chat.completions.create(**settings, seed=seed).choices[0].message.content
+            for seed in (1, 2)}
+    before = server.worker.stats.max_rows
+    results: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        results[i] = client.chat.completions.create(**settings, seed=1 + i % 2).choices[0].message.content
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(server.worker.stats.max_rows, before) > 1
+    assert all(results[i] == solo[1 + i % 2] for i in range(6))
+
+
+def test_n_choices_are_different_samples(client):
+    reply = client.chat.completions.create(model=NAME, messages=LONG, n=3, seed=5, temperature=1.0, max_tokens=8)
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert len({c.message.content for c in reply.choices}) > 1
+    assert 3 <= reply.usage.completion_tokens <= 24
+
+
+def _post(server, body, **kwargs):
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{server.base_url}/chat/completions", content=content,
+                      headers={"Content-Type": "application/json"}, timeout=60, **kwargs)
+
+
+BAD = {
+    "not json": (b"{'model': ", 400),
+    "not an object": ([1, 2], 400),
+    "no messages": ({"model": NAME}, 400),
+    "no model": ({"messages": HELLO}, 400),
+    "unknown model": ({"model": "gpt-9", "messages": HELLO}, 404),
+    "assistant first": ({"model": NAME, "messages": [{"role": "assistant", "content": "x"}]}, 400),
+    "two users": ({"model": NAME, "messages": HELLO + HELLO}, 400),
+    "ends on assistant": ({"model": NAME, "messages": HELLO + [{"role": "assistant", "content": "hi"}]}, 400),
+    "system": ({"model": NAME, "messages": [{"role": "system", "content": "Be brief."}] + HELLO}, 400),
+    "content not text": ({"model": NAME, "messages": [{"role": "user", "content": 3}]}, 400),
+    "temperature": ({"model": NAME, "messages": HELLO, "temperature": 5}, 400),
+    "top_p": ({"model": NAME, "messages": HELLO, "top_p": 0}, 400),
+    "repetition_penalty": ({"model": NAME, "messages": HELLO, "repetition_penalty": 9}, 400),
+    "n": ({"model": NAME, "messages": HELLO, "n": 100}, 400),
+    "seed type": ({"model": NAME, "messages": HELLO, "seed": "x"}, 400),
+    "max_tokens over cap": ({"model": NAME, "messages": HELLO, "max_tokens": 65}, 400),
+    "max_tokens zero": ({"model": NAME, "messages": HELLO, "max_tokens": 0}, 400),
+    "over the context": ({"model": NAME, "messages": [{"role": "user", "content": "word " * 230}],
+                          "max_tokens": 64}, 400),
+    "stop": ({"model": NAME, "messages": HELLO, "stop": ["\n"]}, 400),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_requests_get_openai_errors(server, case):
+    body, status = BAD[case]
+    response = _post(server, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+
+def test_the_openai_client_sees_the_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=HELLO)
+    with pytest.raises(openai.BadRequestError, match="context"):
+        client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "word " * 230}],
+                                       max_tokens=64)
+    assert httpx.get(f"{client.base_url}models".replace("/v1/models", "/nope")).status_code == 404
+
+
+def test_client_disconnect_mid_stream_leaves_the_server_working(server, client):
+    body = {"model": NAME, "messages": LONG, "max_tokens": 64, "stream": True, "temperature": 0}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        events = (line for line in response.iter_lines() if line)
+        assert next(events).startswith("data: ")  # the role chunk
+        assert '"content": ' in next(events)  # the first token: generation is under way
+    # the only request of its batch went away: the batch is abandoned, the next request is served at once
+    deadline = time.monotonic() + 30
+    while server.worker.stats.abandoned == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.worker.stats.abandoned == 1
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    reply = client.chat.completions.create(model=NAME, messages=HELLO, max_tokens=4)
+    assert reply.choices[0].message.content is not None
+
+
+def test_api_key_and_system_policy(engine):
+    limits = ServerLimits(max_tokens=8, system="ignore")
+    with serve_in_thread(engine, served_name=NAME, api_key="sekret", limits=limits) as running:
+        for key in ("wrong", None):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            response = httpx.get(f"{running.base_url}/models", headers=headers)
+            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=running.base_url, api_key="wrong", max_retries=0).models.list()
+        good = openai.OpenAI(base_url=running.base_url, api_key="sekret", max_retries=0)
+        messages = [{"role": "system", "content": "Be brief."}] + HELLO
+        with_system = good.chat.completions.create(model=NAME, messages=messages, temperature=0, max_tokens=4)
+        without = good.chat.completions.create(model=NAME, messages=HELLO, temperature=0, max_tokens=4)
+        assert with_system.choices[0].message.content == without.choices[0].message.content
+        assert with_system.usage.prompt_tokens == without.usage.prompt_tokens  # the system text went nowhere
