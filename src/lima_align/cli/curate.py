@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from lima_align.cli.curate_sources import register_sources
 from lima_align.sources.stackexchange import CurateConfig, SelectionConfig, run_stackexchange, total_bytes
 
 _SEL = SelectionConfig()
@@ -18,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "from raw source dumps on disk.")
     sources = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     _register_stackexchange(sources)
+    register_sources(sources)
 
 
 def _register_stackexchange(sources: argparse._SubParsersAction) -> None:
