@@ -46,10 +46,12 @@ def test_health_and_models(server, client):
 def test_completion_is_the_engine_output_with_usage_and_stop(engine, client):
     reply = client.chat.completions.create(model=NAME, messages=HELLO, temperature=0, max_tokens=16)
     (choice,) = reply.choices
-    (direct,) = engine.generate([Request("x", ["Say hello."])], SamplingConfig(temperature=0, max_new_tokens=16))
+    greedy = SamplingConfig(temperature=0, max_new_tokens=16)
+    (direct,) = engine.generate([Request("x", ["Say hello."])], greedy)
     assert choice.message.role == "assistant" and choice.message.content == direct.text
     assert choice.finish_reason == "stop"
-    prompt_tokens = len(render(["Say hello."], engine.tokenizer, engine.fmt, add_generation_prompt=True).input_ids)
+    prompt = render(["Say hello."], engine.tokenizer, engine.fmt, add_generation_prompt=True)
+    prompt_tokens = len(prompt.input_ids)
     assert reply.usage.prompt_tokens == prompt_tokens
     assert reply.usage.completion_tokens == direct.completion_tokens
     assert reply.usage.total_tokens == prompt_tokens + direct.completion_tokens
@@ -65,7 +67,8 @@ def test_length_finish_and_multi_turn(client):
 def test_streaming_equals_non_streaming(client):
     settings = dict(model=NAME, messages=LONG, temperature=0, max_tokens=12)
     whole = client.chat.completions.create(**settings).choices[0]
-    chunks = list(client.chat.completions.create(**settings, stream=True, stream_options={"include_usage": True}))
+    stream = client.chat.completions.create(**settings, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.message.content
@@ -94,7 +97,8 @@ def test_concurrent_requests_are_batched_and_seeded_text_does_not_depend_on_the_
 
 
 def test_n_choices_are_different_samples(client):
-    reply = client.chat.completions.create(model=NAME, messages=LONG, n=3, seed=5, temperature=1.0, max_tokens=8)
+    reply = client.chat.completions.create(model=NAME, messages=LONG, n=3, seed=5, temperature=1.0,
+                                           max_tokens=8)
     assert [c.index for c in reply.choices] == [0, 1, 2]
     assert len({c.message.content for c in reply.choices}) > 1
     assert 3 <= reply.usage.completion_tokens <= 24
@@ -180,3 +184,13 @@ def test_api_key_and_system_policy(engine):
         without = good.chat.completions.create(model=NAME, messages=HELLO, temperature=0, max_tokens=4)
         assert with_system.choices[0].message.content == without.choices[0].message.content
         assert with_system.usage.prompt_tokens == without.usage.prompt_tokens  # the system text went nowhere
+
+
+def test_serve_and_chat_commands_are_registered():
+    from lima_align.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m", "--port", "9001", "--api-key", "k",
+                                      "--served-name", "judge", "--temperature", "0.2", "--system", "ignore"])
+    assert (args.port, args.api_key, args.served_name, args.temperature, args.system) == (9001, "k", "judge",
+                                                                                           0.2, "ignore")
+    assert build_parser().parse_args(["chat", "--model", "m"]).func.__name__ == "cmd_chat"

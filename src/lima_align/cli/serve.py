@@ -9,19 +9,20 @@ from lima_align.cli.generate import add_model_options, add_sampling_options, sam
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    chat = sub.add_parser("chat", help="chat with a checkpoint in the terminal (streaming)",
-                          description="Multi-turn chat rendered with the training template. Commands: /reset, "
-                                      "/save FILE (append the transcript as a JSONL conversation row), /quit; "
-                                      "Ctrl-D ends. Lines are read from stdin, so a script can be piped in.")
+    chat = sub.add_parser(
+        "chat", help="chat with a checkpoint in the terminal (streaming)",
+        description="Multi-turn chat rendered with the training template. Commands: /reset, /save FILE "
+                    "(append the transcript as a JSONL conversation row), /quit; Ctrl-D ends. Lines are read "
+                    "from stdin, so a script can be piped in.")
     add_model_options(chat)
     add_sampling_options(chat)
     chat.set_defaults(func=cmd_chat)
 
-    serve = sub.add_parser("serve", help="serve a checkpoint with an OpenAI-compatible API",
-                           description="OpenAI-compatible /v1/chat/completions (streaming and not), /v1/models "
-                                       "and /health. Concurrent requests are batched. The sampling options are "
-                                       "the defaults a request may override (--seed is not used: a request "
-                                       "without a seed gets a random one).")
+    serve = sub.add_parser(
+        "serve", help="serve a checkpoint with an OpenAI-compatible API",
+        description="OpenAI-compatible /v1/chat/completions (streaming and not), /v1/models and /health. "
+                    "Concurrent requests are batched. The sampling options are the defaults a request may "
+                    "override (--seed is not used: a request without a seed gets a random one).")
     add_model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="default %(default)s")
     serve.add_argument("--port", type=int, default=8000, help="default %(default)s")

@@ -1,9 +1,9 @@
 """Interactive multi-turn chat in a terminal, streaming the reply as it is generated.
 
-The history is rendered with THE training template (the engine calls :func:`lima_align.chat_format.render`), so
-a chat sees exactly what the model was fine-tuned on. Commands: ``/reset`` (forget the history), ``/save FILE``
-(append the transcript to FILE as one conversation row of the data model, ``source="chat"``), ``/quit``; end of
-input (Ctrl-D, or the end of a scripted stdin) ends the session too.
+The history is rendered with THE training template (the engine calls :func:`lima_align.chat_format.render`),
+so a chat sees exactly what the model was fine-tuned on. Commands: ``/reset`` (forget the history), ``/save
+FILE`` (append the transcript to FILE as one conversation row of the data model, ``source="chat"``),
+``/quit``; end of input (Ctrl-D, or the end of a scripted stdin) ends the session too.
 
 :class:`StreamDecoder` turns token ids into text incrementally without splitting a multi-byte character (a
 token can hold half of an emoji's UTF-8 bytes); the server streams with it too.
@@ -27,10 +27,11 @@ _REPLACEMENT = "\ufffd"  # what decode() gives for an incomplete UTF-8 sequence
 class StreamDecoder:
     """Decode a growing list of token ids into text deltas (the sliding-window scheme vLLM uses).
 
-    Each ``push`` decodes a small window twice - the tokens already shown, and the same plus the new ones - and
-    returns the difference; it returns nothing while the text ends in an incomplete character. ``skip_ids``
-    (EOT, EOS) are never shown. The concatenated deltas equal ``tokenizer.decode(ids, skip_special_tokens=True)``
-    up to a held-back incomplete tail; :meth:`finish` flushes against the authoritative final text.
+    Each ``push`` decodes a small window twice - the tokens already shown, and the same plus the new ones -
+    and returns the difference; it returns nothing while the text ends in an incomplete character.
+    ``skip_ids`` (EOT, EOS) are never shown. The concatenated deltas equal
+    ``tokenizer.decode(ids, skip_special_tokens=True)`` up to a held-back incomplete tail; :meth:`finish`
+    flushes against the authoritative final text.
     """
 
     def __init__(self, tokenizer: Any, skip_ids: Iterable[int] = ()):

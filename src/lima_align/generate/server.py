@@ -1,25 +1,27 @@
 """An OpenAI-compatible HTTP server for a lima-align checkpoint: ``/v1/chat/completions`` (streaming or not),
 ``/v1/models`` and ``/health``. It is also the local stand-in for a judge API in the tests.
 
-One background thread (:class:`BatchWorker`) owns the model. Requests are queued; the worker waits a short window
-after the first one, groups what arrived by sampling settings, and decodes each group as ONE batch through
-:meth:`HFEngine.generate` (static batching: requests arriving during a batch wait for the next one). Tokens are
-streamed to each client as they are generated.
+One background thread (:class:`BatchWorker`) owns the model. Requests are queued; the worker waits a short
+window after the first one, groups what arrived by sampling settings, and decodes each group as ONE batch
+through :meth:`HFEngine.generate` (static batching: requests arriving during a batch wait for the next one).
+Tokens are streamed to each client as they are generated.
 
 Choices made here:
 
 * Sampling defaults are the paper's (or the server's ``defaults``); a request may override ``temperature``,
-  ``top_p``, ``max_tokens``, ``seed``, ``n`` and ``repetition_penalty`` within :class:`ServerLimits`; out of range is
-  a 400. ``stop``, tools, logprobs and frequency/presence penalties are not supported: a 400, never ignored.
-* Messages must alternate user/assistant, starting and ending with the user (the training template has no other
-  roles). A leading ``system`` message is REJECTED with a 400 by default (``system="reject"``): silently dropping
-  a judge's instructions would change results without anyone noticing. ``system="ignore"`` drops it (its text is
-  kept nowhere) for clients that always send one.
-* Without ``seed`` a request gets a random one. With a seed, the text depends only on (seed, messages, settings),
-  never on what else was in the batch: the worker passes the seed as the engine's request key (config seed 0).
+  ``top_p``, ``max_tokens``, ``seed``, ``n`` and ``repetition_penalty`` within :class:`ServerLimits`; out of
+  range is a 400. ``stop``, tools, logprobs and frequency/presence penalties are not supported: a 400, never
+  ignored.
+* Messages must alternate user/assistant, starting and ending with the user (the training template has no
+  other roles). A leading ``system`` message is REJECTED with a 400 by default (``system="reject"``): silently
+  dropping a judge's instructions would change results without anyone noticing. ``system="ignore"`` drops it
+  (its text is kept nowhere) for clients that always send one.
+* Without ``seed`` a request gets a random one. With a seed, the text depends only on (seed, messages,
+  settings), never on what else was in the batch: the worker passes the seed as the engine's request key
+  (config seed 0).
 * A client that disconnects mid-stream is marked cancelled: its events are dropped, and a batch in which every
-  request is cancelled is abandoned at the next token. (Stopping ONE row of a live batch needs a cancel hook in
-  the engine.)
+  request is cancelled is abandoned at the next token. (Stopping ONE row of a live batch needs a cancel hook
+  in the engine.)
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time, and its
@@ -76,7 +78,7 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-# ----------------------------------------------------------------------------------------------- request parsing
+# ------------------------------------------------------------------------------------------- request parsing
 @dataclass
 class ChatParams:
     """A validated chat completion request."""
@@ -90,7 +92,8 @@ class ChatParams:
     prompt_tokens: int
 
 
-def _number(payload: dict, name: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+def _number(payload: dict, name: str, default: float, lo: float, hi: float, *,
+            lo_open: bool = False) -> float:
     value = payload.get(name)
     if value is None:
         return default
@@ -110,7 +113,8 @@ def _integer(payload: dict, name: str, default: int | None, lo: int, hi: int) ->
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(400, f"'{name}' must be an integer", param=name, code="invalid_type")
     if not lo <= value <= hi:
-        raise ApiError(400, f"'{name}' must be in [{lo}, {hi}], got {value}", param=name, code="invalid_value")
+        raise ApiError(400, f"'{name}' must be in [{lo}, {hi}], got {value}", param=name,
+                       code="invalid_value")
     return value
 
 
@@ -144,7 +148,8 @@ def parse_turns(messages: Any, system: str = "reject") -> list[str]:
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
             raise ApiError(400, f"messages must alternate user/assistant starting with user; message {i} "
-                                f"(after any leading system message) has role '{role}', expected '{expected}'",
+                                f"(after any leading system message) has role '{role}', expected "
+                                f"'{expected}'",
                            param="messages", code="invalid_roles")
     if len(pairs) % 2 == 0:
         raise ApiError(400, "the last message must be the user's", param="messages", code="invalid_roles")
@@ -169,11 +174,12 @@ def _check_unsupported(payload: dict) -> None:
             raise ApiError(400, f"'{name}' is not supported by this server", param=name, code="unsupported")
     for name in ("frequency_penalty", "presence_penalty"):
         if payload.get(name):
-            raise ApiError(400, f"'{name}' is not supported; use 'repetition_penalty' (LIMA: 1.2 on generated "
-                                f"tokens)", param=name, code="unsupported")
+            raise ApiError(400, f"'{name}' is not supported; use 'repetition_penalty' (LIMA: 1.2 on "
+                                f"generated tokens)", param=name, code="unsupported")
 
 
-def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits, room: int) -> SamplingConfig:
+def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits,
+                   room: int) -> SamplingConfig:
     """Per-request overrides of ``defaults`` within ``limits``; ``room`` = context left after the prompt."""
     cap = min(limits.max_tokens, room)
     default_max = min(defaults.max_new_tokens, cap)
@@ -212,7 +218,7 @@ def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int
                       bool(options.get("include_usage")), prompt_tokens)
 
 
-# ------------------------------------------------------------------------------------------------ batch worker
+# ---------------------------------------------------------------------------------------------- batch worker
 @dataclass(eq=False)
 class Job:
     """One queued request: ``sink`` receives ("delta", choice, text), ("done", choice, Completion) or
@@ -324,7 +330,7 @@ class BatchWorker:
                 job.send(("error", f"generation failed: {type(exc).__name__}: {exc}"))
 
 
-# --------------------------------------------------------------------------------------------------------- app
+# ------------------------------------------------------------------------------------------------------- app
 @dataclass
 class _Served:
     """What the handlers share."""
@@ -345,7 +351,8 @@ class _Served:
         if self.api_key is None:
             return
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+        good = hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        if scheme.lower() != "bearer" or not good:
             raise ApiError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')",
                            code="invalid_api_key")
 
@@ -466,8 +473,8 @@ class _Reply:
                 "choices": choices, "usage": self.usage(), "system_fingerprint": None}
 
     def chunk(self, choices: list[dict], usage: dict | None = None) -> str:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": choices, "system_fingerprint": None}
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": choices, "system_fingerprint": None}
         if usage is not None:
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -478,7 +485,8 @@ def _delta(index: int, delta: dict, finish: str | None = None) -> dict[str, Any]
 
 
 async def _sse(job: Job, events: asyncio.Queue, reply: _Reply) -> AsyncIterator[str]:
-    """Server-sent events: a role chunk per choice, content deltas, a finish chunk per choice, usage, [DONE]."""
+    """Server-sent events: a role chunk per choice, content deltas, a finish chunk per choice, usage and
+    ``[DONE]``."""
     try:
         yield reply.chunk([_delta(i, {"role": "assistant", "content": ""}) for i in range(reply.params.n)])
         while not reply.finished:
@@ -497,7 +505,7 @@ async def _sse(job: Job, events: asyncio.Queue, reply: _Reply) -> AsyncIterator[
         job.cancelled = True
 
 
-# ---------------------------------------------------------------------------------------------- running it
+# ------------------------------------------------------------------------------------------------ running it
 @dataclass
 class RunningServer:
     """A server started by :func:`serve_in_thread`: ``base_url`` is what an OpenAI client takes."""
