@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from lima_align import __version__
-from lima_align.cli import curate, data, generate, models, review, serve
+from lima_align.cli import curate, data, generate, models, review, serve, train
 from lima_align.errors import LimaError
 
-GROUPS = (data, models, curate, review, generate, serve)
+GROUPS = (data, models, curate, review, train, generate, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
