@@ -92,3 +92,27 @@ def test_prompt_longer_than_context_is_an_error_row(tokenizer, make_model):
     engine = HFEngine(make_model(16), tokenizer)
     (c,) = engine.generate([Request("long", ["word " * 40])], GREEDY)
     assert c.finish_reason == "error" and "context is 16" in c.error and c.completion_tokens == 0
+
+
+def test_should_stop_ends_one_row_and_keeps_the_others(model, tokenizer):
+    engine = HFEngine(model, tokenizer, batch_size=4)
+    config = SamplingConfig(temperature=0, max_new_tokens=10)
+    reference = by_key(engine.generate(requests(), config))
+    seen = {}
+
+    def on_token(i, tok):
+        seen[i] = seen.get(i, 0) + 1
+
+    out = by_key(engine.generate(requests(), config, on_token=on_token,
+                                 should_stop=lambda i: i == 1 and seen.get(1, 0) >= 3))
+    assert out[("p1", 0)].finish_reason == "cancelled" and out[("p1", 0)].completion_tokens == 3
+    for key in [("p0", 0), ("p2", 0), ("p3", 0)]:
+        assert out[key].token_ids == reference[key].token_ids
+
+
+def test_per_request_token_cap(model, tokenizer):
+    reqs = requests()
+    reqs[0].max_new_tokens = 2
+    out = by_key(HFEngine(model, tokenizer).generate(reqs, SamplingConfig(temperature=0, max_new_tokens=7)))
+    assert out[("p0", 0)].completion_tokens <= 2
+    assert max(c.completion_tokens for c in out.values()) <= 7

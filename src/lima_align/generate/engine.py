@@ -17,6 +17,7 @@ from lima_align.chat_format import ChatFormat, render
 from lima_align.generate.sampling import SamplingConfig, next_tokens, row_seed
 
 TokenCallback = Callable[[int, int], None]  # (request index, token id), called for every generated token
+StopCheck = Callable[[int], bool]  # (request index) -> True to end that row now (e.g. its client went away)
 
 
 @dataclass
@@ -26,11 +27,13 @@ class Request:
     key: str
     turns: list[str]
     sample: int = 0
+    max_new_tokens: int | None = None  # a tighter cap than the sampling config's, for this request only
 
 
 @dataclass
 class Completion:
-    """A finished generation. ``finish_reason``: eot, eos, length, or error (then ``error`` says why)."""
+    """A finished generation. ``finish_reason``: eot, eos, length, cancelled (``should_stop`` said so), or
+    error (then ``error`` says why)."""
 
     index: int  # position of the request in the input
     key: str
@@ -77,19 +80,24 @@ class HFEngine:
         return render(turns, self.tokenizer, self.fmt, add_generation_prompt=True).input_ids
 
     def generate(self, requests: Iterable[Request], config: SamplingConfig,
-                 on_token: TokenCallback | None = None) -> Iterator[Completion]:
-        """Yield completions as they finish (not in input order; ``Completion.index`` says which)."""
+                 on_token: TokenCallback | None = None,
+                 should_stop: StopCheck | None = None) -> Iterator[Completion]:
+        """Yield completions as they finish (not in input order; ``Completion.index`` says which).
+
+        ``should_stop(index)`` is asked after every token; True ends that row at once (finish reason
+        ``cancelled``) and frees its place in the batch.
+        """
         rows, errors = self._prepare(list(requests), config)
         yield from errors
         for batch in self._batches(rows):
-            yield from self._run(batch, config, on_token)
+            yield from self._run(batch, config, on_token, should_stop)
 
     def _prepare(self, requests: list[Request], config: SamplingConfig) -> tuple[list[_Row], list[Completion]]:
         rows, errors = [], []
         for i, req in enumerate(requests):
             ids = self.prompt_ids(req.turns)
             seed = row_seed(config.seed, req.key, req.sample)
-            budget = min(config.max_new_tokens, self.context - len(ids))
+            budget = min(req.max_new_tokens or config.max_new_tokens, self.context - len(ids))
             if budget < 1:
                 errors.append(Completion(i, req.key, req.sample, "", "error", len(ids), 0, seed,
                                          error=f"prompt has {len(ids)} tokens; the model's context is "
@@ -112,8 +120,8 @@ class HFEngine:
             yield batch
 
     @torch.inference_mode()
-    def _run(self, batch: list[_Row], config: SamplingConfig,
-             on_token: TokenCallback | None) -> Iterator[Completion]:
+    def _run(self, batch: list[_Row], config: SamplingConfig, on_token: TokenCallback | None,
+             should_stop: StopCheck | None) -> Iterator[Completion]:
         from transformers import DynamicCache
 
         device, width = self.device, max(len(r.ids) for r in batch)
@@ -137,7 +145,9 @@ class HFEngine:
                 row.out.append(tok)
                 if on_token is not None:
                     on_token(row.index, tok)
-                if tok in self.stop_ids or len(row.out) >= row.budget:
+                if should_stop is not None and should_stop(row.index):
+                    yield self._finish(row, cancelled=True)
+                elif tok in self.stop_ids or len(row.out) >= row.budget:
                     yield self._finish(row)
                 else:
                     keep.append(j)
@@ -153,9 +163,11 @@ class HFEngine:
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
                              past_key_values=cache, use_cache=True)
 
-    def _finish(self, row: _Row) -> Completion:
+    def _finish(self, row: _Row, cancelled: bool = False) -> Completion:
         last = row.out[-1]
-        if last == self.eot_id:
+        if cancelled:
+            reason = "cancelled"
+        elif last == self.eot_id:
             reason = "eot"
         elif last in self.stop_ids:
             reason = "eos"

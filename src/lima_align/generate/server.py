@@ -19,9 +19,9 @@ Choices made here:
 * Without ``seed`` a request gets a random one. With a seed, the text depends only on (seed, messages,
   settings), never on what else was in the batch: the worker passes the seed as the engine's request key
   (config seed 0).
-* A client that disconnects mid-stream is marked cancelled: its events are dropped, and a batch in which every
-  request is cancelled is abandoned at the next token. (Stopping ONE row of a live batch needs a cancel hook
-  in the engine.)
+* A client that disconnects mid-stream is marked cancelled: its rows leave the running batch at the next
+  token (the engine's ``should_stop``), and a batch in which every request is cancelled is abandoned.
+* Requests that differ only in ``max_tokens`` share a batch: each row carries its own cap.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time, and its
@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from lima_align.chat_format import render
@@ -290,10 +290,11 @@ class BatchWorker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             groups: dict[SamplingConfig, list[Job]] = {}
-            for job in self._collect():
-                groups.setdefault(job.params.config, []).append(job)
-            for config, jobs in groups.items():
-                self._run(jobs, config)
+            for job in self._collect():  # max_tokens is per row, so it does not split batches
+                groups.setdefault(replace(job.params.config, max_new_tokens=1), []).append(job)
+            for key, jobs in groups.items():
+                cap = max(job.params.config.max_new_tokens for job in jobs)
+                self._run(jobs, replace(key, max_new_tokens=cap))
 
     def _run(self, jobs: list[Job], config: SamplingConfig) -> None:
         self.stats.skipped += sum(j.cancelled for j in jobs)
@@ -301,7 +302,8 @@ class BatchWorker:
         owners = [(job, s) for job in jobs for s in range(job.params.n)]
         if not owners:
             return
-        requests = [Request(str(job.params.seed), job.params.turns, s) for job, s in owners]
+        requests = [Request(str(job.params.seed), job.params.turns, s, job.params.config.max_new_tokens)
+                    for job, s in owners]
         stop_ids = self.engine.stop_ids
         decoders = [StreamDecoder(self.engine.tokenizer, stop_ids) if job.params.stream else None
                     for job, _ in owners]
@@ -316,7 +318,8 @@ class BatchWorker:
         self.stats.rows += len(owners)
         self.stats.max_rows = max(self.stats.max_rows, len(owners))
         try:
-            for c in self.engine.generate(requests, config, on_token=on_token):
+            for c in self.engine.generate(requests, config, on_token=on_token,
+                                          should_stop=lambda i: owners[i][0].cancelled):
                 job, choice = owners[c.index]
                 if decoders[c.index] is not None and (rest := decoders[c.index].finish(c.text)):
                     job.send(("delta", choice, rest))
