@@ -12,7 +12,8 @@ from lima_align.chat_format import render
 from lima_align.generate.engine import HFEngine, Request
 from lima_align.generate.loading import load_for_generation
 from lima_align.generate.sampling import SamplingConfig
-from lima_align.generate.server import ServerLimits, serve_in_thread
+from lima_align.generate.openai_api import ServerLimits
+from lima_align.generate.server import serve_in_thread
 
 NAME = "smollm2-test"
 HELLO = [{"role": "user", "content": "Say hello."}]  # smollm2 answers in ~3 tokens and stops (EOS)

@@ -80,7 +80,8 @@ class _Terminal:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from lima_align.errors import LimaError
-    from lima_align.generate.server import ServerLimits, serve
+    from lima_align.generate.openai_api import ServerLimits
+    from lima_align.generate.server import serve
 
     defaults = sampling_from_args(args)
     if args.max_tokens_cap < 1 or args.batch_size < 1:

@@ -35,7 +35,6 @@ import hmac
 import json
 import logging
 import queue
-import secrets
 import socket
 import threading
 import time
@@ -46,176 +45,11 @@ from typing import Any, AsyncIterator, Callable, Iterator
 from lima_align.chat_format import render
 from lima_align.generate.chat import StreamDecoder
 from lima_align.generate.engine import Completion, Request
+from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, parse_body, parse_chat_request
 from lima_align.generate.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 FINISH = {"eot": "stop", "eos": "stop", "length": "length"}
-UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logprobs", "top_logprobs", "logit_bias")
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What a request may ask for. ``max_context`` caps prompt + max_tokens (None: the model's context)."""
-
-    max_tokens: int = 2048
-    max_context: int | None = None
-    max_n: int = 8
-    max_body_bytes: int = 1 << 20
-    temperature: tuple[float, float] = (0.0, 2.0)
-    repetition_penalty: tuple[float, float] = (1.0, 2.0)
-    system: str = "reject"  # or "ignore"
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-# ------------------------------------------------------------------------------------------- request parsing
-@dataclass
-class ChatParams:
-    """A validated chat completion request."""
-
-    turns: list[str]
-    config: SamplingConfig  # seed 0: the request's seed travels as the engine key (see module docstring)
-    seed: int
-    n: int
-    stream: bool
-    include_usage: bool
-    prompt_tokens: int
-
-
-def _number(payload: dict, name: str, default: float, lo: float, hi: float, *,
-            lo_open: bool = False) -> float:
-    value = payload.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"'{name}' must be a number", param=name, code="invalid_type")
-    if value > hi or value < lo or (lo_open and value == lo):
-        bracket = "(" if lo_open else "["
-        raise ApiError(400, f"'{name}' must be in {bracket}{lo}, {hi}], got {value}", param=name,
-                       code="invalid_value")
-    return float(value)
-
-
-def _integer(payload: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    value = payload.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"'{name}' must be an integer", param=name, code="invalid_type")
-    if not lo <= value <= hi:
-        raise ApiError(400, f"'{name}' must be in [{lo}, {hi}], got {value}", param=name,
-                       code="invalid_value")
-    return value
-
-
-def _content(message: Any, i: int) -> tuple[str, str]:
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-        raise ApiError(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
-    content = message.get("content")
-    if isinstance(content, list):  # content parts: text only
-        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                   for p in content):
-            raise ApiError(400, f"messages[{i}].content: only text parts are supported",
-                           param=f"messages[{i}].content")
-        content = "".join(p["text"] for p in content)
-    if not isinstance(content, str):
-        raise ApiError(400, f"messages[{i}].content must be a string", param=f"messages[{i}].content")
-    return message["role"], content
-
-
-def parse_turns(messages: Any, system: str = "reject") -> list[str]:
-    """OpenAI messages -> alternating turns (user first, user last), the only shape the template has."""
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
-    pairs = [_content(m, i) for i, m in enumerate(messages)]
-    if pairs[0][0] == "system":
-        if system != "ignore":
-            raise ApiError(400, "system messages are not supported: the LIMA chat template has only user and "
-                                "assistant turns; put the instructions in the first user message",
-                           param="messages[0].role", code="unsupported_role")
-        pairs = pairs[1:]
-    for i, (role, _) in enumerate(pairs):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if role != expected:
-            raise ApiError(400, f"messages must alternate user/assistant starting with user; message {i} "
-                                f"(after any leading system message) has role '{role}', expected "
-                                f"'{expected}'",
-                           param="messages", code="invalid_roles")
-    if len(pairs) % 2 == 0:
-        raise ApiError(400, "the last message must be the user's", param="messages", code="invalid_roles")
-    return [text for _, text in pairs]
-
-
-def parse_body(raw: bytes, limits: ServerLimits) -> dict[str, Any]:
-    if len(raw) > limits.max_body_bytes:
-        raise ApiError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
-    try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
-    return payload
-
-
-def _check_unsupported(payload: dict) -> None:
-    for name in UNSUPPORTED:
-        if payload.get(name):
-            raise ApiError(400, f"'{name}' is not supported by this server", param=name, code="unsupported")
-    for name in ("frequency_penalty", "presence_penalty"):
-        if payload.get(name):
-            raise ApiError(400, f"'{name}' is not supported; use 'repetition_penalty' (LIMA: 1.2 on "
-                                f"generated tokens)", param=name, code="unsupported")
-
-
-def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits,
-                   room: int) -> SamplingConfig:
-    """Per-request overrides of ``defaults`` within ``limits``; ``room`` = context left after the prompt."""
-    cap = min(limits.max_tokens, room)
-    default_max = min(defaults.max_new_tokens, cap)
-    requested = payload.get("max_completion_tokens", payload.get("max_tokens"))
-    max_tokens = _integer({"max_tokens": requested}, "max_tokens", default_max, 1, 1 << 31)
-    if max_tokens > limits.max_tokens:
-        raise ApiError(400, f"max_tokens {max_tokens} is over this server's cap of {limits.max_tokens}",
-                       param="max_tokens", code="invalid_value")
-    if max_tokens > room or default_max < 1:
-        raise ApiError(400, f"the prompt plus max_tokens ({max_tokens}) is over the context length: only "
-                            f"{max(room, 0)} tokens are left after the prompt", param="messages",
-                       code="context_length_exceeded")
-    return SamplingConfig(
-        temperature=_number(payload, "temperature", defaults.temperature, *limits.temperature),
-        top_p=_number(payload, "top_p", defaults.top_p, 0.0, 1.0, lo_open=True),
-        repetition_penalty=_number(payload, "repetition_penalty", defaults.repetition_penalty,
-                                   *limits.repetition_penalty),
-        penalty_scope=defaults.penalty_scope, max_new_tokens=max_tokens, seed=0)
-
-
-def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int], context: int,
-                       defaults: SamplingConfig, limits: ServerLimits) -> ChatParams:
-    """Validate a chat completion request (the model name is checked by the caller)."""
-    _check_unsupported(payload)
-    turns = parse_turns(payload.get("messages"), limits.system)
-    prompt_tokens = count_tokens(turns)
-    window = min(context, limits.max_context or context)
-    config = parse_sampling(payload, defaults, limits, window - prompt_tokens)
-    n = _integer(payload, "n", 1, 1, limits.max_n)
-    seed = _integer(payload, "seed", None, -(1 << 63), (1 << 63) - 1)
-    stream = payload.get("stream") or False
-    options = payload.get("stream_options") or {}
-    if not isinstance(stream, bool) or not isinstance(options, dict):
-        raise ApiError(400, "'stream' must be a boolean and 'stream_options' an object", param="stream")
-    return ChatParams(turns, config, secrets.randbits(63) if seed is None else seed, n, stream,
-                      bool(options.get("include_usage")), prompt_tokens)
 
 
 # ---------------------------------------------------------------------------------------------- batch worker
