@@ -157,12 +157,16 @@ def _read_role_list(items: Any, where: Where, key: str, role_key: str, text_key:
     return turns_from_roles(pairs, where, key), system
 
 
-def read_sharegpt(row: Row, where: Where) -> Example:
-    turns, system = _read_role_list(row.get("conversations"), where, "conversations", "from", "value")
+def _read_tagged(row: Row, where: Where, key: str, role_key: str, text_key: str) -> Example:
+    turns, system = _read_role_list(row.get(key), where, key, role_key, text_key)
     meta = dict(row.get("meta") or {})
     if system:
         meta["system"] = system
     return make_example(turns, where, id=row.get("id"), source=row.get("source"), meta=meta)
+
+
+def read_sharegpt(row: Row, where: Where) -> Example:
+    return _read_tagged(row, where, "conversations", "from", "value")
 
 
 def write_sharegpt(ex: Example) -> Row:
@@ -172,11 +176,7 @@ def write_sharegpt(ex: Example) -> Row:
 
 
 def read_messages(row: Row, where: Where) -> Example:
-    turns, system = _read_role_list(row.get("messages"), where, "messages", "role", "content")
-    meta = dict(row.get("meta") or {})
-    if system:
-        meta["system"] = system
-    return make_example(turns, where, id=row.get("id"), source=row.get("source"), meta=meta)
+    return _read_tagged(row, where, "messages", "role", "content")
 
 
 def write_messages(ex: Example) -> Row:
