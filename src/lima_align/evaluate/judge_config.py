@@ -1,0 +1,72 @@
+"""Judges described as data: one YAML per judge (``configs/judges/*.yaml``) read into :class:`JudgeConfig`.
+
+``kind: openai`` is any OpenAI-compatible endpoint (``base_url``; the key is read from the environment variable
+``api_key_env``, never written in the file); ``kind: local`` loads a transformers model in process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lima_align.config import load_config
+from lima_align.errors import LimaError
+from lima_align.evaluate.clients import CallParams, ChatJudge, OpenAIJudge, Pricing, RetryPolicy
+
+KINDS = ("openai", "local")
+
+
+@dataclass
+class JudgeConfig:
+    name: str = "judge"
+    kind: str = "openai"
+    model: str = "gpt-4"
+    base_url: str | None = None  # None: $OPENAI_BASE_URL, else OpenAI's
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = None
+    concurrency: int = 8
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    timeout_s: float = 120.0
+    input_per_mtok: float = 0.0  # US dollars per million prompt tokens
+    output_per_mtok: float = 0.0
+    device: str | None = None  # kind: local only
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.concurrency < 1 or self.max_retries < 0 or self.max_tokens < 1:
+            raise ValueError("concurrency and max_tokens must be >= 1, max_retries >= 0")
+
+    def params(self, sample: int = 0) -> CallParams:
+        return CallParams(self.temperature, self.max_tokens, self.seed, sample)
+
+    def pricing(self) -> Pricing:
+        return Pricing(self.input_per_mtok, self.output_per_mtok)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "model": self.model, "base_url": self.base_url,
+                "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+
+def load_judge_config(path: str | Path | None, overrides: list[str] | None = None) -> JudgeConfig:
+    return load_config(JudgeConfig, path, overrides)
+
+
+def build_client(config: JudgeConfig) -> ChatJudge:
+    """The client a config describes (a local model is loaded here)."""
+    if config.kind == "local":
+        from lima_align.evaluate.local import LocalJudge
+
+        return LocalJudge.load(config.model, device=config.device)
+    key = os.environ.get(config.api_key_env) if config.api_key_env else None
+    if key is None and config.base_url is None and not os.environ.get("OPENAI_BASE_URL"):
+        raise LimaError(f"judge {config.name!r}: set ${config.api_key_env} (or give base_url for a local "
+                        f"OpenAI-compatible server)")
+    retry = RetryPolicy(config.max_retries, config.backoff_s, timeout_s=config.timeout_s)
+    return OpenAIJudge(config.model, base_url=config.base_url, api_key=key, concurrency=config.concurrency,
+                       retry=retry)
