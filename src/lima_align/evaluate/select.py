@@ -1,0 +1,118 @@
+"""Checkpoint selection by a judge, never by validation loss (the paper: perplexity does not track quality).
+
+For every complete checkpoint whose epoch is in the window (5-10 in the paper), answer the dev prompts (greedy
+by default, resumable), then judge: ``likert`` picks the best mean helpfulness score; ``pairwise`` plays a
+round-robin (every pair of checkpoints, both orders) and picks the most points (win 1, tie 0.5). Ties between
+checkpoints go to the EARLIER epoch (less training, same judged quality).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lima_align.errors import LimaError
+from lima_align.evaluate.answers import pair_answers, read_answers
+from lima_align.evaluate.judging import JudgeSetup, judge_answer_pairs, judge_answers, read_rows
+from lima_align.evaluate.statistics import likert_summary, win_tie_loss
+from lima_align.fileio import write_json
+
+
+@dataclass
+class SelectOptions:
+    epochs: tuple[int, int] = (5, 10)
+    method: str = "likert"
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    device: str | None = None
+    limit: int | None = None
+
+
+def parse_epochs(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        window = (int(lo), int(hi or lo))
+    except ValueError:
+        raise LimaError(f"--epochs: expected FIRST-LAST, e.g. 5-10, got {text!r}") from None
+    if window[0] > window[1]:
+        raise LimaError(f"--epochs: empty window {text!r}")
+    return window
+
+
+def checkpoints_in_window(run_dir: str | Path, window: tuple[int, int]) -> list[tuple[int, Path]]:
+    """(epoch, folder) of the complete checkpoints whose (rounded) epoch is in the window."""
+    from lima_align.train.checkpoint import MARKER, complete_checkpoints
+
+    found = []
+    for folder in complete_checkpoints(run_dir):
+        epoch = json.loads((folder / MARKER).read_text()).get("epoch")
+        if epoch is not None and window[0] <= round(epoch) <= window[1]:
+            found.append((round(epoch), folder))
+    if not found:
+        raise LimaError(f"{run_dir}: no complete checkpoint for epochs {window[0]}-{window[1]}")
+    return found
+
+
+def generate_dev_answers(folder: Path, dev: str | Path, out: Path, name: str, options: SelectOptions) -> Path:
+    from lima_align.generate.batch import generate_file
+    from lima_align.generate.engine import HFEngine
+    from lima_align.generate.loading import load_for_generation
+    from lima_align.generate.sampling import SamplingConfig
+
+    model, tokenizer, fmt = load_for_generation(str(folder), device=options.device)
+    engine = HFEngine(model, tokenizer, fmt)
+    config = SamplingConfig(temperature=options.temperature, max_new_tokens=options.max_new_tokens)
+    generate_file(engine, dev, out, config, generator=name)
+    return out
+
+
+def select_checkpoint(run_dir: str | Path, dev: str | Path, setup: JudgeSetup, options: SelectOptions,
+                      out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    candidates = checkpoints_in_window(run_dir, options.epochs)
+    outputs = {}
+    for epoch, folder in candidates:
+        name = f"epoch-{epoch}"
+        outputs[name] = generate_dev_answers(folder, dev, out / f"{name}.outputs.jsonl", name, options)
+    if options.method == "likert":
+        scores = _likert_scores(outputs, setup, out, options.limit)
+    else:
+        scores = _round_robin(outputs, setup, out, options.limit)
+    order = [f"epoch-{e}" for e, _ in candidates]
+    best = max(order, key=lambda name: (scores[name]["score"], -order.index(name)))
+    result = {"best": best, "checkpoint": str(dict(zip(order, (str(f) for _, f in candidates)))[best]),
+              "method": options.method, "epochs": list(options.epochs), "scores": scores,
+              "judge": setup.config.provenance()}
+    write_json(out / "select.json", result)
+    return result
+
+
+def _likert_scores(outputs: dict[str, Path], setup: JudgeSetup, out: Path, limit: int | None) -> dict:
+    scores = {}
+    for name, path in outputs.items():
+        answers = read_answers(path)[:limit] if limit else read_answers(path)
+        judgments = out / f"{name}.likert.jsonl"
+        judge_answers(setup, "likert", answers, judgments)
+        summary = likert_summary(r["verdict"] for r in read_rows(judgments))
+        scores[name] = {"score": summary["mean"] if summary["n"] else float("-inf"), "likert": summary}
+    return scores
+
+
+def _round_robin(outputs: dict[str, Path], setup: JudgeSetup, out: Path, limit: int | None) -> dict:
+    points = {name: 0.0 for name in outputs}
+    games: dict[str, Any] = {}
+    for x, y in itertools.combinations(outputs, 2):
+        pairs = pair_answers(read_answers(outputs[x]), read_answers(outputs[y])).pairs
+        pairs = pairs[:limit] if limit else pairs
+        judgments = out / f"{x}_vs_{y}.pairwise.jsonl"
+        judge_answer_pairs(setup, pairs, judgments)
+        wtl = win_tie_loss((r["verdict"] for r in read_rows(judgments)), n_boot=200)
+        counts = wtl["counts"]
+        points[x] += counts["win"] + counts["tie"] / 2
+        points[y] += counts["loss"] + counts["tie"] / 2
+        games[f"{x} vs {y}"] = wtl
+    return {name: {"score": p, "games": {k: v for k, v in games.items() if name in k}}
+            for name, p in points.items()}

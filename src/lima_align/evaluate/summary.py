@@ -1,0 +1,50 @@
+"""Summaries of judgments files: rows grouped by (protocol, models), each group's statistics. Pure."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Mapping
+
+from lima_align.evaluate.statistics import (label_rates, length_bias, likert_summary, position_consistency,
+                                            win_tie_loss)
+
+RATINGS = ("fail", "pass", "excellent")
+SAFETY = ("safe", "unsafe")
+
+
+def group_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    models = row.get("models", {})
+    return (row["protocol"], str(models.get("a", "")), str(models.get("b", "")))
+
+
+def _likert_score(verdict: Any) -> float | None:
+    if isinstance(verdict, list):  # several judge samples: their mean
+        parsed = [v for v in verdict if v is not None]
+        return sum(parsed) / len(parsed) if parsed else None
+    return verdict
+
+
+def summarize_group(protocol: str, rows: list[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    verdicts = [r.get("verdict") for r in rows]
+    if protocol == "pairwise":
+        return {"outcomes": win_tie_loss(verdicts, seed=seed), "position": position_consistency(rows),
+                "length": length_bias(rows)}
+    if protocol == "likert":
+        return {"likert": likert_summary([_likert_score(v) for v in verdicts])}
+    if protocol == "absolute":
+        return {"labels": label_rates(verdicts, RATINGS, seed=seed)}
+    if protocol == "safety":
+        return {"labels": label_rates(verdicts, SAFETY, seed=seed)}
+    if protocol == "multiturn":
+        turns = [label for v in verdicts for label in (v or [])]
+        return {"labels": label_rates(turns, RATINGS, seed=seed), "conversations": len(rows)}
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
+    """One entry per (protocol, model a, model b) with its statistics, in a stable order."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[group_key(row)].append(row)
+    return [{"protocol": p, "a": a, "b": b, "rows": len(g), **summarize_group(p, g, seed=seed)}
+            for (p, a, b), g in sorted(groups.items())]
