@@ -108,3 +108,20 @@ def test_resume_skips_done_rows_cuts_torn_line_and_repeats_no_call(outputs, tmp_
     got = rows(out)
     assert sorted(r["key"] for r in got) == sorted(t.key for t in tasks)
     assert {r["id"]: r["verdict"] for r in got} == {"q0": 6, "q1": 1, "q2": 1, "q3": 5}
+
+
+def test_failed_calls_are_recorded_then_retried_on_rerun(outputs, tmp_path):
+    tasks = single_tasks(read_answers(outputs[0]), load_template("absolute"), "absolute")
+    out = tmp_path / "abs.jsonl"
+    down = lambda body, n: Action(status=503) if "Question 1?" in body["messages"][0]["content"] else \
+        Action(text="Rating: Excellent")  # noqa: E731
+    with stub_server(down) as server:
+        first = asyncio.run(run_tasks(tasks, make_run(server, tmp_path, "absolute"), out))
+    failed = [r for r in rows(out) if r["missing"]]
+    assert first.missing == 1 and len(failed) == 1 and "HTTP 503" in failed[0]["calls"][0]["error"]
+    with stub_server(lambda body, n: Action(text="Rating: Fail")) as server:
+        second = asyncio.run(run_tasks(tasks, make_run(server, tmp_path, "absolute"), out))
+        assert server.calls == 1  # only the failed one, the others are done
+    assert second.failed_rows_retried == 1 and second.written == 1
+    got = {r["id"]: r["verdict"] for r in rows(out)}
+    assert len(rows(out)) == 4 and got == {"q0": "excellent", "q1": "fail", "q2": "excellent", "q3": "excellent"}

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from lima_align.errors import DataError
 from lima_align.evaluate.clients import CachedJudge, CallParams
 from lima_align.evaluate.templates import Template
+from lima_align.fileio import atomic_write
 
 Parser = Callable[[str | None], Any]
 
@@ -57,6 +58,7 @@ class RunReport:
     written: int = 0
     missing: int = 0
     torn_lines_dropped: int = 0
+    failed_rows_retried: int = 0
     seconds: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
 
@@ -69,23 +71,31 @@ def now() -> str:
 
 
 def done_keys(path: Path, report: RunReport) -> set[str]:
-    """Keys of the rows already written; a torn last line (a run killed mid-write) is cut off the file."""
+    """Keys of the rows already written. A torn last line (a run killed mid-write) is cut off; rows where a
+    call FAILED (no reply after the retries, as opposed to an unparseable reply) are dropped, so that a re-run
+    judges them again instead of keeping them missing forever (the file is rewritten atomically)."""
     if not path.exists():
         return set()
-    done, good = set(), 0
+    kept: list[bytes] = []
+    done: set[str] = set()
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
             try:
-                done.add(str(json.loads(raw)["key"]))
-                good += len(raw)
+                row = json.loads(raw)
+                key = str(row["key"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 if raw.endswith(b"\n"):
                     raise DataError("not a judgments row; refusing to append to this file", path, line_no) from None
                 report.torn_lines_dropped += 1
                 break
-    if good != path.stat().st_size:
-        with path.open("r+b") as fh:
-            fh.truncate(good)
+            if any(call.get("error") for call in row.get("calls", ())):
+                report.failed_rows_retried += 1
+                continue
+            done.add(key)
+            kept.append(raw)
+    if sum(map(len, kept)) != path.stat().st_size:
+        with atomic_write(path, "wb") as fh:
+            fh.writelines(kept)
     return done
 
 
