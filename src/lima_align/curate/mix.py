@@ -192,7 +192,7 @@ def build_mix(cfg: MixConfig, embedder: Any = None) -> MixResult:
     if embedder is None and "diverse" in needs:
         from lima_align.curate.diversity import load_embedder
 
-        embedder = load_embedder(cfg.diversity.model, cfg.diversity.batch_size)
+        embedder = load_embedder(cfg.diversity)
     splits: dict[str, list[Example]] = {}
     removed: dict[str, list[dict]] = {}
     selection, heldout = [], []
