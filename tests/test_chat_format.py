@@ -69,11 +69,9 @@ def test_hf_chat_template_reproduces_training_and_prompt_ids(tok, fmt):
 
 
 def test_gemma_template_with_bos():
-    from lima_align.models import is_cached, load_tokenizer
+    from lima_align.models import load_tokenizer
 
-    if not is_cached("gemma-3-270m"):
-        pytest.skip("built-in gemma-3-270m is not materialised")
-    tokenizer = load_tokenizer("gemma-3-270m")
+    tokenizer = load_tokenizer("gemma-3-270m")  # materialised once (under a lock) if the cache lacks it
     add_special_tokens(tokenizer, None)
     install_chat_template(tokenizer)
     rendered = render(TURNS, tokenizer)
