@@ -1,6 +1,8 @@
 """Run a tiny training in a fresh process, optionally killing itself (SIGKILL / SIGTERM) at a given step.
 
-Used by test_end_to_end.py: ``python _runner.py CONFIG_JSON [--resume] [--kill-at N] [--term-at N]``.
+Used by test_end_to_end.py: ``python _runner.py CONFIG_JSON [--resume] [--kill-at N] [--term-at N]``, and by
+test_distributed.py under ``accelerate launch --cpu --num_processes 2 _runner.py CONFIG_JSON``: every process
+builds the same tiny model (fixed seed); only rank 0 prints the result line (JSON, with the logged losses).
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ def main() -> int:
         callbacks.append(Suicide(args.term_at, signal.SIGTERM))
     result = train(config, resume=args.resume, model=tiny_llama(len(tokenizer)), tokenizer=tokenizer,
                    callbacks=callbacks, log=lambda s: None)
-    print(json.dumps({"interrupted": result.interrupted, "global_step": result.global_step}))
+    if os.environ.get("RANK", "0") == "0":
+        logged = [h for h in result.log_history if "loss" in h]
+        dist = torch.distributed.is_initialized()
+        print(json.dumps({"interrupted": result.interrupted, "global_step": result.global_step,
+                          "losses": [h["loss"] for h in logged], "grad_norms": [h["grad_norm"] for h in logged],
+                          "tokens_per_s": [h.get("tokens_per_s") for h in logged], "train_loss": result.train_loss,
+                          "world_size": torch.distributed.get_world_size() if dist else 1,
+                          "backend": torch.distributed.get_backend() if dist else None}))
     return 0
 
 
