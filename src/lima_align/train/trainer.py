@@ -7,7 +7,7 @@ What we add to Trainer, through its own seams rather than a loop of our own:
   processes), so 1 x 32 and 4 x 8 accumulation give the same gradients;
 * ``create_scheduler``: no warmup, linear decay from ``lr`` to ``lr_end`` at the last optimizer step;
 * callbacks: per-epoch checkpoint completion markers, NaN/spike stop, SIGTERM save-and-stop;
-* ``log``: trained (non-padding) tokens per second.
+* ``log``: trained (non-padding) tokens per second, summed over processes.
 
 The optimizer is Trainer's AdamW with the recipe's betas and weight decay (bias and norm weights not decayed).
 """
@@ -72,12 +72,20 @@ class LimaTrainer(Trainer):
         return self.lr_scheduler
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        tokens, then = self._last_log
-        now = time.perf_counter()
-        if "loss" in logs and now > then:
-            logs["tokens_per_s"] = round((self.trained_tokens - tokens) / (now - then), 1)
-        self._last_log = (self.trained_tokens, now)
+        if "loss" in logs:  # training logs happen on every process at once, so the count can be gathered
+            tokens, then = self._last_log
+            now, seen = time.perf_counter(), self._trained_tokens_all_processes()
+            if now > then:
+                logs["tokens_per_s"] = round((seen - tokens) / (now - then), 1)
+            self._last_log = (seen, now)
         super().log(logs, start_time)
+
+    def _trained_tokens_all_processes(self) -> int:
+        """Tokens trained so far by all processes (each one only counts its own micro-batches)."""
+        if self.accelerator.num_processes == 1:
+            return self.trained_tokens
+        count = torch.tensor([self.trained_tokens], device=self.args.device)
+        return int(self.accelerator.gather(count).sum())
 
 
 def _real_tokens(inputs: dict[str, torch.Tensor]) -> int:
