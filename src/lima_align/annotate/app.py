@@ -143,8 +143,8 @@ def create_app(db_path: str | Path) -> FastAPI:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
     app = FastAPI(title="lima-align annotate", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status)
+    def page(name: str, code: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(**context), status_code=code)
 
     @app.exception_handler(HTTPFail)
     async def on_fail(request: Request, exc: HTTPFail) -> Response:

@@ -31,12 +31,11 @@ def _md():
     # "html": False escapes raw HTML; links with javascript:/vbscript:/file:/data: are refused by markdown-it's
     # validateLink; images are off so that no rendered content fetches anything (the CSP blocks it as well).
     md = MarkdownIt("commonmark", {"html": False}).disable("image")
-    default = md.renderer.rules.get("link_open")
 
-    def link_open(tokens, idx, options, env):
+    def link_open(self, tokens, idx, options, env):
         tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
         tokens[idx].attrSet("referrerpolicy", "no-referrer")
-        return default(tokens, idx, options, env) if default else md.renderer.renderToken(tokens, idx, options, env)
+        return self.renderToken(tokens, idx, options, env)
 
     md.add_render_rule("link_open", link_open)
     return md
