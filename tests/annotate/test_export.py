@@ -143,3 +143,15 @@ def test_review_study_writes_what_the_terminal_queue_writes(tmp_path):
     review(read_examples(cands), tmp_path / "term.jsonl", ask=lambda _: next(answers), show=lambda _: None,
            edit=lambda _: edited)
     assert (tmp_path / "web.jsonl").read_text() == (tmp_path / "term.jsonl").read_text()
+
+
+def test_registered_in_the_main_command(tmp_path, outputs):
+    from lima_align.cli import main
+
+    a, b = outputs
+    dbp = str(tmp_path / "s.sqlite")
+    assert main(["annotate", "create-study", "--db", dbp, "--name", "abs", "--kind", "absolute",
+                 "--outputs", str(a)]) == 0
+    assert main(["annotate", "close", "--db", dbp]) == 0
+    assert db.study(db.connect(dbp), "abs")["closed"] == 1
+    assert main(["annotate", "add-annotator", "--db", str(tmp_path / "none.sqlite"), "--name", "x"]) == 2
