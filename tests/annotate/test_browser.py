@@ -112,3 +112,33 @@ def test_hostile_answer_renders_inert(page, server):
     assert page.evaluate("window.__pwned") is None
     assert not [u for u in requests if not u.startswith(server["url"])]
     assert dialogs == []
+
+
+def test_multiturn_rated_by_keyboard(browser, tmp_path):
+    from lima_align.annotate.study import StudyConfig, add_annotator, create_study, multiturn_items
+    from tests.annotate.conftest import free_port, start_server, stop_server
+
+    convs = tmp_path / "c.jsonl"
+    convs.write_text(json.dumps({"id": "c1", "conversations": ["hi", "hello", "and then?", "**then** this"]}) + "\n")
+    conn = db.connect(tmp_path / "m.sqlite")
+    create_study(conn, "mt", "multiturn", multiturn_items(convs), StudyConfig())
+    token = add_annotator(conn, db.study(conn, "mt"), "ann")
+    port = free_port()
+    proc = start_server(tmp_path / "m.sqlite", port)
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(f"http://127.0.0.1:{port}/login")
+        pg.fill("#token", token)
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#label-form")
+        pg.locator("body").click(position={"x": 1, "y": 1})  # focus out of the token field
+        for key in ("1", "3", "Enter"):  # turn 1: Fail, turn 2: Excellent, save
+            pg.keyboard.press(key)
+        pg.wait_for_url(lambda url: "saved=" in url)
+        assert "1 / 1 labelled" in pg.inner_text("#progress")
+        row = conn.execute("SELECT label FROM labels").fetchone()
+        assert json.loads(row["label"]) == ["fail", "excellent"]
+    finally:
+        context.close()
+        stop_server(proc)

@@ -34,7 +34,9 @@
       if (n >= 0 && f) {
         var radio = f.querySelectorAll("input[type=radio]")[n];
         if (radio && !radio.disabled) { radio.click(); radio.focus(); }
-        var next = activeTurn(); if (next && next !== f) { next.querySelector("input").focus(); }
+        var sets = Array.prototype.slice.call(document.querySelectorAll("fieldset.rate"));
+        var next = sets[sets.indexOf(f) + 1];  // rating a turn moves on to the next one
+        if (next) { (next.querySelector("input:checked") || next.querySelector("input")).focus(); }
         markActive();
       }
       return;
