@@ -76,6 +76,10 @@ def test_length_limit(model, tokenizer):
 
 
 def test_sampling_is_deterministic_per_seed_and_independent_of_batching(model, tokenizer):
+    # A random tiny model is nearly uniform over 49k tokens, so its nucleus boundary moves with float noise;
+    # sharpen it into the peaked distributions real language models produce.
+    with torch.no_grad():
+        model.lm_head.weight *= 40
     engine = HFEngine(model, tokenizer, batch_size=4)
     config = SamplingConfig(max_new_tokens=10, seed=7)
     reqs = [Request(r.key, r.turns, s) for r in requests() for s in range(2)]

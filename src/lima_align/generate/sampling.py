@@ -62,8 +62,11 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     """
     if penalty == 1.0:
         return logits
-    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, penalised, logits)
+    rows, cols = seen.nonzero(as_tuple=True)  # few tokens are seen: touch only those
+    values = logits[rows, cols]
+    out = logits.clone()
+    out[rows, cols] = torch.where(values > 0, values / penalty, values * penalty)
+    return out
 
 
 def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -78,14 +81,35 @@ def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+_NUCLEUS_K = 1024  # candidates looked at first; the full vocabulary only when they do not reach top_p
+
+
 def next_tokens(logits: torch.Tensor, seen: torch.Tensor, config: SamplingConfig,
                 generators: list[torch.Generator]) -> torch.Tensor:
-    """Pick one token per row: penalty, then greedy or temperature + nucleus sampling with per-row RNGs."""
+    """Pick one token per row: penalty, then greedy or temperature + nucleus sampling with per-row RNGs.
+
+    Sampling looks at the ``_NUCLEUS_K`` most likely tokens first: when they hold ``top_p`` of the mass the
+    nucleus lies inside them and sampling among them is exact. Sorting and sampling over Gemma-3's 262k-token
+    vocabulary every step would otherwise cost more than the model's forward pass on a CPU.
+    """
     logits = apply_repetition_penalty(logits.float(), seen, config.repetition_penalty)
     if config.greedy:
         return logits.argmax(dim=-1)
-    probs = nucleus_filter(logits / config.temperature, config.top_p).softmax(dim=-1)
-    return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])
+    logprobs = (logits / config.temperature).log_softmax(dim=-1)
+    k = logprobs.shape[-1] if config.top_p >= 1.0 else min(_NUCLEUS_K, logprobs.shape[-1])
+    top_lp, top_idx = logprobs.topk(k, dim=-1)  # sorted, most likely first
+    probs = top_lp.exp()
+    tokens = []
+    for i, gen in enumerate(generators):
+        p, idx = probs[i], top_idx[i]
+        if p.sum() < config.top_p:  # a flat distribution: the nucleus reaches past the top k
+            p, idx = logprobs[i].exp().sort(descending=True)
+        keep = (p.cumsum(-1) - p) < config.top_p
+        # sample in token-id order: near-ties that swap places under tiny float differences (another batch,
+        # another padding) must not change which token a given random draw picks
+        members, order = idx[keep].sort()
+        tokens.append(members[torch.multinomial(p[keep][order], 1, generator=gen)[0]])
+    return torch.stack(tokens)
 
 
 class GeneratedTokensRepetitionPenalty:
