@@ -6,12 +6,15 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 LIMA_DATA ?= ../shared/data
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-all clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
+	@# Debian's Chromium for the annotation app's browser tests (Playwright drives it; it never downloads one)
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
@@ -20,7 +23,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
-	$(BIN)/lima-align data stats $(LIMA_DATA)/lima/lima_train_instruction_response.jsonl --tokenizer gemma-3-270m
+	$(BIN)/lima-align demo
 
 test: setup
 	$(BIN)/python -m pytest -n 2

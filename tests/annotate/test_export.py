@@ -80,7 +80,6 @@ def test_export_two_annotators_and_judge_agreement_and_report(study_db, tmp_path
     assert summary[0]["protocol"] == "pairwise" and summary[0]["rows"] == 18
 
 
-@pytest.mark.xfail(strict=True, reason="lima-align report has no agreement hook yet (see the annotate report)")
 def test_report_shows_agreement_table(study_db, tmp_path):
     conn = db.connect(study_db["db"])
     label_all(conn, "alice", ALICE)

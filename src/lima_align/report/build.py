@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lima_align.annotate.export import agreement_from_rows
 from lima_align.evaluate.summary import RATINGS, SAFETY, summarize
 from lima_align.fileio import iter_jsonl, write_json
 from lima_align.report.figures import likert_bars, stacked_bars
@@ -47,8 +48,13 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "lima
     rows = load_rows(paths)
     summary = summarize(rows)
     write_json(out / "summary.json", json.loads(json.dumps(summary, default=str)))
+    # raters (human annotators, LLM judges) who labelled the same items: the paper's tie-discounted agreement
+    agreement = {p: t for p in ("pairwise", "absolute") if (t := agreement_from_rows(rows, p))}
+    if agreement:
+        write_json(out / "agreement.json", json.loads(json.dumps(agreement).replace("NaN", "null")))
     figures = make_figures(summary, out)
     page = out / "index.html"
-    page.write_text(render_page(title, summary, rows, [f for f in figures if f.suffix == ".png"]),
+    page.write_text(render_page(title, summary, rows, [f for f in figures if f.suffix == ".png"],
+                                 agreement),
                     encoding="utf-8")
     return [out / "summary.json", *figures, page]

@@ -92,10 +92,22 @@ def _drilldown(rows: list[dict[str, Any]]) -> str:
     return "".join(items)
 
 
-def render_page(title: str, summary: list[dict[str, Any]], rows: list[dict[str, Any]], pngs: list[Path]) -> str:
+def _agreement(agreement: dict[str, list[dict[str, Any]]]) -> str:
+    parts = []
+    for protocol, table in agreement.items():
+        body = "".join(f"<tr><td>{esc(r['x'])}</td><td>{esc(r['y'])}</td><td>{r['n']}</td>"
+                       f"<td>{_pct(r['agreement'])}</td><td>{_pct(r['exact'])}</td></tr>" for r in table)
+        parts.append(f"<h2>Agreement ({esc(protocol)}, tie-discounted)</h2><table><tr><th>rater</th><th>rater</th>"
+                     f"<th>shared items</th><th>agreement %</th><th>exact %</th></tr>{body}</table>")
+    return "".join(parts)
+
+
+def render_page(title: str, summary: list[dict[str, Any]], rows: list[dict[str, Any]], pngs: list[Path],
+                agreement: dict[str, list[dict[str, Any]]] | None = None) -> str:
     figures = "".join(f"<figure><img alt='{esc(p.stem)}' src='data:image/png;base64,"
                       f"{base64.b64encode(p.read_bytes()).decode()}'></figure>" for p in pngs)
     return (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
             f"content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\"><title>{esc(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>{figures}{_tables(summary)}"
+            f"{_agreement(agreement or {})}"
             f"<h2>Per-prompt judgments ({len(rows)})</h2>{_drilldown(rows)}</body></html>")
