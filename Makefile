@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 LIMA_DATA ?= ../shared/data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo stats test test-all clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: setup
 	$(BIN)/lima-align demo
+
+stats: setup
+	$(BIN)/lima-align data stats $(LIMA_DATA)/lima/lima_train_instruction_response.jsonl --tokenizer gemma-3-270m
 
 test: setup
 	$(BIN)/python -m pytest -n 2
