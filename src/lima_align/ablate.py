@@ -1,0 +1,350 @@
+"""``lima-align ablate``: the LIMA ablations (section 5, Figures 5-6) and "Long Is More" as one resumable job.
+
+An ablation is a list of *arms*; each arm is a mix recipe (a ``configs/mix/*.yaml`` path, inline keys, or both,
+plus ``key=value`` overrides). Every arm runs the same stages, one arm after the other::
+
+    mix -> train (the SAME hyperparameters for every arm) -> generate N samples per test prompt
+        -> Likert 1-6 helpfulness judge -> per-arm summary (mean, two-sided 95% Student-t CI)
+
+then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
+Each arm lives in ``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`demo.Stages`), so a
+re-run skips finished stages and arms (training resumes from its last complete checkpoint; generation and judging
+resume row by row). An arm whose resolved settings changed since its markers were written is an error, not a
+silent reuse of stale results.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lima_align.config import ConfigError, from_dict, read_yaml, to_dict
+from lima_align.demo import DEMO_DATA, Stages
+from lima_align.errors import LimaError
+from lima_align.fileio import atomic_write, write_json
+from lima_align.generate.sampling import SamplingConfig
+
+Log = Callable[[str], None]
+ARM_STAGES = ("mix", "train", "generate", "judge", "summary")
+RUN_SPECIFIC = ("data", "out")  # TrainConfig fields that differ between arms by design
+
+
+@dataclass
+class ArmConfig:
+    """One arm: a mix recipe from a file and/or inline keys, then overrides; ``examples`` sets its size."""
+
+    name: str = ""
+    mix: str = ""  # a mix recipe YAML (e.g. configs/mix/ablation-se-filtered.yaml), relative to the working dir
+    recipe: dict[str, Any] = field(default_factory=dict)  # inline MixConfig keys, merged over the file's
+    overrides: list[str] = field(default_factory=list)  # key=value on the recipe (dotted keys for sections)
+    examples: int = 0  # > 0: total training examples, split equally across the recipe's training inputs
+
+
+@dataclass
+class AblationConfig:
+    """An ablation study; the YAMLs under ``configs/ablations/`` override these defaults."""
+
+    name: str = "ablation"
+    title: str = "Helpfulness (1-6 Likert, mean and 95% CI)"
+    out: str = "runs/ablation"
+    arms: list[ArmConfig] = field(default_factory=list)
+    base_dir: str = ""  # mix input paths are relative to this ("" = the working dir; with curate_demo: <out>)
+    curate_demo: bool = False  # curate the excerpts shipped in lima_align/data/demo into <out>/candidates first
+    demo_per_source: int = 6  # with curate_demo: wikiHow candidates drawn = 2x this
+    model: str = "gemma-3-270m"  # the base model every arm fine-tunes
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys, identical for every arm
+    test_prompts: str = ""  # one prompts file for every arm ("" = each arm's mix test split)
+    test_limit: int = 0  # > 0: only the first N test prompts
+    samples: int = 5  # answers sampled per test prompt (the paper: 5)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the paper's decoding by default
+    gen_batch_size: int = 8
+    judge: str = ""  # a judge YAML (configs/judges/*.yaml)
+    judge_settings: dict[str, Any] = field(default_factory=dict)  # JudgeConfig keys, merged over the file's
+    device: str | None = None  # generation and local judge device (None: cuda when available)
+    seed: int = 0  # mix seed for recipes that do not set one
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.arms]
+        if not self.arms or not all(names):
+            raise ValueError("give at least one arm, each with a name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique: {names}")
+        bad = [n for n in names if not n.replace("-", "").replace("_", "").replace(".", "").isalnum()]
+        if bad:
+            raise ValueError(f"arm names become folder names; use letters, digits, - _ . only: {bad}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        for key in RUN_SPECIFIC + ("model",):
+            if key in self.train:
+                raise ValueError(f"train.{key} is set per arm (or by 'model'); remove it from 'train'")
+
+
+def load_ablation(path: str | Path, overrides: list[str] | None = None) -> AblationConfig:
+    from lima_align.config import load_config
+
+    return load_config(AblationConfig, path, overrides)
+
+
+# ------------------------------------------------------------------------------------------- resolving
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def mix_config(cfg: AblationConfig, arm: ArmConfig) -> Any:
+    """The arm's resolved :class:`~lima_align.curate.mix.MixConfig`."""
+    from lima_align.config import _set_dotted, parse_override
+    from lima_align.curate.mix import MixConfig
+
+    values = _merge(read_yaml(arm.mix) if arm.mix else {}, arm.recipe)
+    for item in arm.overrides:
+        _set_dotted(values, *parse_override(item))
+    values.setdefault("seed", cfg.seed)
+    if not values.get("base_dir"):
+        values["base_dir"] = cfg.base_dir or (cfg.out if cfg.curate_demo else "")
+    if arm.examples > 0:
+        inputs = values.get("inputs") or []
+        if not inputs:
+            raise ConfigError(f"arm {arm.name!r}: 'examples' needs a recipe with training inputs")
+        values["inputs"] = [{**spec, "n": n} for spec, n in zip(inputs, _split(arm.examples, len(inputs)))]
+    mix = from_dict(MixConfig, values, where=f"arm {arm.name!r} mix recipe")
+    mix.diversity.enabled = False if "diversity" not in values else mix.diversity.enabled  # the map costs a model
+    if not mix.inputs:
+        raise ConfigError(f"arm {arm.name!r}: the mix recipe has no training inputs")
+    return mix
+
+
+def train_config(cfg: AblationConfig, arm_dir: Path) -> Any:
+    """The arm's :class:`~lima_align.train.recipe.TrainConfig`: shared keys + this arm's data and folder."""
+    from lima_align.train.recipe import TrainConfig
+
+    values = {"tensorboard": False, "save_total_limit": 1, **cfg.train, "model": cfg.model,
+              "data": str(arm_dir / "mix" / "train.jsonl"), "out": str(arm_dir / "train")}
+    return from_dict(TrainConfig, values, where="ablation train settings")
+
+
+def shared_hyperparameters(train_cfg: Any) -> dict[str, Any]:
+    """Everything of a TrainConfig except its per-arm data and output folder (identical across arms)."""
+    return {k: v for k, v in to_dict(train_cfg).items() if k not in RUN_SPECIFIC}
+
+
+def judge_config(cfg: AblationConfig) -> Any:
+    from lima_align.evaluate.judge_config import JudgeConfig
+
+    values = _merge(read_yaml(cfg.judge) if cfg.judge else {}, cfg.judge_settings)
+    if cfg.device and values.get("kind") == "local":
+        values.setdefault("device", cfg.device)
+    return from_dict(JudgeConfig, values, where="ablation judge")
+
+
+def _fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def prepare_demo_candidates(out: Path, cfg: AblationConfig) -> dict[str, Any]:
+    """The shipped excerpts curated with the sources' own code (as the demo does), plus its test prompts."""
+    from lima_align.demo import DemoConfig, curate_all
+
+    info = curate_all(out, DemoConfig(per_source=cfg.demo_per_source, seed=cfg.seed))
+    shutil.copyfile(DEMO_DATA / "vicuna_8.jsonl", out / "candidates" / "test-prompts.jsonl")
+    return info
+
+
+def run_mix(arm_dir: Path, mix: Any) -> dict[str, Any]:
+    from lima_align.curate.mix import build_mix, write_mix
+
+    result = build_mix(mix)
+    report = write_mix(result, mix, arm_dir / "mix" / "train.jsonl")
+    sizes = {split: len(rows) for split, rows in result.splits.items()}
+    short = report.get("shortfalls") or []
+    return {"splits": sizes, "shortfalls": short,
+            "summary": f"train {sizes['train']}, test {sizes['test']}" + (f", {len(short)} SHORTFALL(S)" if short
+                                                                         else "")}
+
+
+def run_train(arm_dir: Path, train_cfg: Any, log: Log) -> dict[str, Any]:
+    from lima_align.train.run import train
+
+    result = train(train_cfg, resume=(arm_dir / "train").is_dir(), log=lambda m: log("  " + m))
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    gc.collect()
+    return {"checkpoint": str(result.checkpoints[-1]), "steps": result.global_step,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "hyperparameters": shared_hyperparameters(train_cfg),
+            "summary": f"{result.global_step} steps" + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses
+                                                        else "")}
+
+
+def test_prompts_path(cfg: AblationConfig, arm_dir: Path) -> Path:
+    if not cfg.test_prompts:
+        return arm_dir / "mix" / "train.test.jsonl"
+    path = Path(cfg.test_prompts)
+    base = cfg.base_dir or (cfg.out if cfg.curate_demo else "")
+    return path if path.is_absolute() or not base else Path(base) / path
+
+
+def _limited_prompts(cfg: AblationConfig, arm_dir: Path) -> Path:
+    """The test prompts this arm answers (the first ``test_limit`` when set), copied into the arm folder."""
+    from lima_align.formats import read_examples, write_examples
+
+    source = test_prompts_path(cfg, arm_dir)
+    if not source.is_file():
+        raise LimaError(f"test prompts {source} not found (set test_prompts, or give the mix recipes a test split)")
+    examples = read_examples(source)
+    examples = examples[:cfg.test_limit] if cfg.test_limit > 0 else examples
+    if not examples:
+        raise LimaError(f"{source}: no test prompts")
+    dest = arm_dir / "outputs" / "test-prompts.jsonl"
+    write_examples(dest, examples)
+    return dest
+
+
+def run_generate(cfg: AblationConfig, arm: str, arm_dir: Path, checkpoint: str) -> dict[str, Any]:
+    from lima_align.generate.batch import generate_file
+    from lima_align.generate.engine import HFEngine
+    from lima_align.generate.loading import load_for_generation
+
+    prompts = _limited_prompts(cfg, arm_dir)
+    lm, tokenizer, fmt = load_for_generation(checkpoint, device=cfg.device)
+    engine = HFEngine(lm, tokenizer, fmt, batch_size=cfg.gen_batch_size)
+    path = arm_dir / "outputs" / f"{arm}.jsonl"
+    report = generate_file(engine, prompts, path, cfg.sampling, samples=cfg.samples, generator=arm)
+    del lm, engine
+    gc.collect()
+    ids = sorted({json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line})
+    return {"outputs": str(path), "prompts": report.prompts, "test_prompt_ids": _fingerprint(ids),
+            **{k: v for k, v in report.to_dict().items() if k != "prompts"},
+            "summary": f"{report.prompts} prompts x {cfg.samples} samples, {report.generated_tokens} tokens"}
+
+
+def run_judge(cfg: AblationConfig, judge: Any, arm_dir: Path, answers: str) -> dict[str, Any]:
+    from lima_align.evaluate.judging import JudgeSetup, judge_single
+
+    out = arm_dir / "judgments" / "likert.jsonl"
+    report = judge_single(JudgeSetup(judge, cache_path=Path(cfg.out) / "judge-cache.sqlite"), "likert", answers, out)
+    gc.collect()
+    return {"judgments": str(out), **report.to_dict(),
+            "summary": f"{report.tasks} answers graded by {judge.name} ({report.missing} unparsed)"}
+
+
+def summarize_arm(arm: str, arm_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    from lima_align.evaluate.judging import read_rows
+    from lima_align.evaluate.summary import summarize_group
+
+    likert = summarize_group("likert", read_rows(results["judge"]["judgments"]))["likert"]
+    summary = {"arm": arm, "likert": likert, "train_examples": results["mix"]["splits"]["train"],
+               "shortfalls": results["mix"]["shortfalls"], "test_prompts": results["generate"]["prompts"],
+               "test_prompt_ids": results["generate"]["test_prompt_ids"],
+               "steps": results["train"]["steps"], "last_loss": results["train"]["last_loss"],
+               "hyperparameters": results["train"]["hyperparameters"]}
+    write_json(arm_dir / "arm-summary.json", summary)
+    lo, hi = likert["ci"]
+    return {**summary, "summary": f"mean {likert['mean']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}], n {likert['n']}"}
+
+
+def _check_settings(arm_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse to reuse an arm's markers when its resolved settings changed since they were written."""
+    path = arm_dir / "arm-settings.json"
+    if path.is_file() and (arm_dir / "stages").is_dir() and any((arm_dir / "stages").iterdir()):
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if _fingerprint(old) != _fingerprint(settings):
+            changed = sorted(k for k in settings if old.get(k) != settings.get(k))
+            raise LimaError(f"{arm_dir}: the arm's settings changed since it ran ({', '.join(changed)}); "
+                            "use a new 'out' folder or delete this arm's folder to re-run it")
+    write_json(path, settings)
+
+
+def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[str, Any]:
+    arm_dir = Path(cfg.out) / "arms" / arm.name
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    mix = mix_config(cfg, arm)
+    train_cfg = train_config(cfg, arm_dir)
+    settings = {"mix": to_dict(mix), "train": shared_hyperparameters(train_cfg), "sampling": to_dict(cfg.sampling),
+                "samples": cfg.samples, "judge": to_dict(judge), "test_prompts": cfg.test_prompts,
+                "test_limit": cfg.test_limit}
+    _check_settings(arm_dir, settings)
+    alog: Log = lambda m: log(f"  [{arm.name}] {m}")  # noqa: E731
+    stages = Stages(arm_dir, alog)
+    total = len(ARM_STAGES)
+    r: dict[str, Any] = {}
+    r["mix"] = stages.run("mix", total, lambda: run_mix(arm_dir, mix))
+    r["train"] = stages.run("train", total, lambda: run_train(arm_dir, train_cfg, alog))
+    r["generate"] = stages.run("generate", total,
+                               lambda: run_generate(cfg, arm.name, arm_dir, r["train"]["checkpoint"]))
+    r["judge"] = stages.run("judge", total, lambda: run_judge(cfg, judge, arm_dir, r["generate"]["outputs"]))
+    r["summary"] = stages.run("summary", total, lambda: summarize_arm(arm.name, arm_dir, r))
+    return r
+
+
+# --------------------------------------------------------------------------------------------- report
+def render_markdown(cfg: AblationConfig, arms: list[dict[str, Any]], figures: list[str]) -> str:
+    lines = [f"# {cfg.name}: {cfg.title}", "",
+             f"Base model `{cfg.model}`, identical training hyperparameters for every arm; {cfg.samples} samples "
+             "per test prompt; Likert 1-6 helpfulness; mean with a two-sided 95% Student-t CI over all samples.", "",
+             "| arm | train examples | test prompts | answers graded | unparsed | mean | 95% CI | final loss |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a in arms:
+        lk = a["likert"]
+        loss = f"{a['last_loss']:.3f}" if a.get("last_loss") is not None else "-"
+        lines.append(f"| {a['arm']} | {a['train_examples']} | {a['test_prompts']} | {lk['n']} | {lk['missing']} | "
+                     f"{lk['mean']:.2f} | [{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}] | {loss} |")
+    notes = [f"- {a['arm']}: {len(a['shortfalls'])} training input(s) could not give their n (shortfall)"
+             for a in arms if a["shortfalls"]]
+    if len({a["test_prompt_ids"] for a in arms}) > 1:
+        notes.append("- the arms answered DIFFERENT test prompts: their means are not directly comparable")
+    if notes:
+        lines += ["", "Notes:", *notes]
+    lines += ["", *[f"![{cfg.name}]({Path(f).name})" for f in figures if f.endswith(".png")]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(cfg: AblationConfig, arms: list[dict[str, Any]]) -> dict[str, Any]:
+    from lima_align.report.figures import likert_bars
+
+    out = Path(cfg.out)
+    rows = [{"label": a["arm"], **a["likert"]} for a in arms]
+    figures = [str(p) for p in likert_bars(rows, out / "ablation-likert", f"{cfg.name}: {cfg.title}")]
+    summary = {"name": cfg.name, "model": cfg.model, "samples": cfg.samples, "figures": figures,
+               "hyperparameters": arms[0]["hyperparameters"] if arms else {},
+               "arms": [{k: v for k, v in a.items() if k not in ("hyperparameters", "summary", "seconds")}
+                        for a in arms]}
+    write_json(out / "ablation-summary.json", summary)
+    with atomic_write(out / "ablation-summary.md") as fh:
+        fh.write(render_markdown(cfg, arms, figures))
+    return summary
+
+
+def run_ablation(cfg: AblationConfig, log: Log = print) -> dict[str, Any]:
+    """Run every arm in order (skipping completed stages), then the plot and the summary files."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "ablation-config.json", to_dict(cfg))
+    judge = judge_config(cfg)
+    log(f"lima-align ablate {cfg.name}: {len(cfg.arms)} arm(s) -> {out.resolve()}")
+    if cfg.curate_demo:
+        Stages(out, log).run("curate-demo", 1, lambda: prepare_demo_candidates(out, cfg))
+    arms = []
+    for i, arm in enumerate(cfg.arms, 1):
+        log(f"arm {i}/{len(cfg.arms)}: {arm.name}")
+        arms.append(run_arm(cfg, arm, judge, log)["summary"])
+    hyper = {json.dumps(a["hyperparameters"], sort_keys=True) for a in arms}
+    if len(hyper) != 1:
+        raise LimaError("the arms' training hyperparameters differ (an arm ran with older settings?)")
+    summary = write_report(cfg, arms)
+    for a in arms:
+        lk = a["likert"]
+        log(f"  {a['arm']:<24} mean {lk['mean']:.2f}  95% CI [{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}]  n {lk['n']}")
+    log(f"plot: {', '.join(summary['figures'])}\nsummary: {out / 'ablation-summary.md'}")
+    return summary
