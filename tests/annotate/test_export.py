@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from lima_align.annotate import db
 from lima_align.annotate.app import create_app
-from lima_align.annotate.export import agreement_from_rows, export_rows
+from lima_align.annotate.export import export_rows
+from lima_align.evaluate.agreement import agreement_from_rows
 from lima_align.annotate.study import StudyConfig, add_annotator, create_study, review_items
 from lima_align.evaluate.answers import pair_answers, read_answers
 from lima_align.evaluate.protocols import pairwise_tasks

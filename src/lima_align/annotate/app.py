@@ -23,7 +23,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.concurrency import run_in_threadpool
 
 from lima_align.annotate import db
-from lima_align.annotate.export import agreement_from_rows, export_rows
+from lima_align.annotate.export import export_rows
+from lima_align.evaluate.agreement import agreement_from_rows
 from lima_align.annotate.pages import HERE, item_view
 from lima_align.annotate.study import add_annotator, validate_label
 from lima_align.errors import LimaError

@@ -6,7 +6,7 @@ unchanged. The rater is ``row["judge"]`` (``{"kind": "human", "name": annotator}
 call whose ``tag`` is the order shown to that annotator (``ab``: model a on the left), so position statistics
 read the human's first-position preference like a judge's.
 
-Agreement: :func:`agreement_from_rows` groups any judgments rows (human exports and LLM judge files alike) by
+Agreement: :func:`lima_align.evaluate.agreement.agreement_from_rows` groups any judgments rows (human exports and LLM judge files alike) by
 rater and item and returns the paper's tie-discounted agreement of every pair of raters.
 """
 
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from lima_align.annotate import db
 from lima_align.annotate.study import study_config
 from lima_align.evaluate.protocols import model_verdict
-from lima_align.evaluate.statistics import agreement_table
 
 
 def _base(kind: str, payload: dict[str, Any], annotator: str, study: str) -> dict[str, Any]:
@@ -91,29 +89,6 @@ def export_review(conn: sqlite3.Connection, study_row: sqlite3.Row, out: str | P
 
 
 # ------------------------------------------------------------------------------------------ agreement
-def rater_name(row: Mapping[str, Any]) -> str:
-    judge = row.get("judge") or {}
-    if judge.get("kind") == "human":
-        return f"human:{judge.get('name')}"
-    return f"judge:{judge.get('model') or judge.get('name') or 'unknown'}"
-
-
-def item_key(row: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
-    models = row.get("models", {})
-    return (row["protocol"], str(models.get("a", "")), str(models.get("b", "")), str(row["id"]),
-            str(row.get("sample", 0)))
-
-
-def agreement_from_rows(rows: Iterable[Mapping[str, Any]], protocol: str = "pairwise") -> list[dict[str, Any]]:
-    """Tie-discounted agreement of every pair of raters over the items both labelled (pairwise verdicts
-    a / b / tie; for absolute labels it is exact agreement, there being no tie)."""
-    raters: dict[str, dict[tuple, Any]] = defaultdict(dict)
-    for row in rows:
-        if row.get("protocol") == protocol and not isinstance(row.get("verdict"), list):
-            raters[rater_name(row)][item_key(row)] = row.get("verdict")
-    return agreement_table(raters)
-
-
 def render_agreement(table: list[dict[str, Any]]) -> str:
     """The agreement table as aligned text (the CLI prints it)."""
     lines = [f"{'rater x':<28} {'rater y':<28} {'n':>4} {'agreement':>9} {'exact':>6}"]

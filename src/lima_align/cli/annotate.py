@@ -119,7 +119,8 @@ def cmd_close(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lima_align.annotate.export import agreement_from_rows, export_review, export_rows, render_agreement
+    from lima_align.annotate.export import export_review, export_rows, render_agreement
+    from lima_align.evaluate.agreement import agreement_from_rows
     from lima_align.annotate.study import require_study
     from lima_align.fileio import iter_jsonl, write_jsonl
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lima_align.annotate.export import agreement_from_rows
+from lima_align.evaluate.agreement import agreement_from_rows
 from lima_align.evaluate.summary import RATINGS, SAFETY, summarize
 from lima_align.fileio import iter_jsonl, write_json
 from lima_align.report.figures import likert_bars, stacked_bars
