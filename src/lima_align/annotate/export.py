@@ -6,8 +6,8 @@ unchanged. The rater is ``row["judge"]`` (``{"kind": "human", "name": annotator}
 call whose ``tag`` is the order shown to that annotator (``ab``: model a on the left), so position statistics
 read the human's first-position preference like a judge's.
 
-Agreement: :func:`lima_align.evaluate.agreement.agreement_from_rows` groups any judgments rows (human exports and LLM judge files alike) by
-rater and item and returns the paper's tie-discounted agreement of every pair of raters.
+Agreement (:mod:`lima_align.evaluate.agreement`) groups any judgments rows, human exports and LLM judge files
+alike, by rater and item and gives the paper's tie-discounted agreement of every pair of raters.
 """
 
 from __future__ import annotations
