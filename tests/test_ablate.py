@@ -67,3 +67,12 @@ def test_paper_ablations_resolve(name, arms, tmp_path):
         assert [mix_config(cfg, a).strategy for a in cfg.arms] == ["longest", "random"]
     if name == "diversity":
         assert [s.n for s in mix_config(cfg, cfg.arms[2]).inputs] == [1000, 1000]
+
+
+def test_cli_prints_the_resolved_config(capsys):
+    from lima_align.cli import main
+
+    assert main(["ablate", str(CONFIGS / "quantity.yaml"), "samples=3", "train.epochs=2", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "samples: 3" in text and "epochs: 2" in text and "se-32k" in text
+    assert main(["ablate", str(CONFIGS / "quantity.yaml"), "no_such_key=1"]) == 2  # a user error, one line

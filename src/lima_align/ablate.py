@@ -82,6 +82,10 @@ class AblationConfig:
         for key in RUN_SPECIFIC + ("model",):
             if key in self.train:
                 raise ValueError(f"train.{key} is set per arm (or by 'model'); remove it from 'train'")
+        from lima_align.train.recipe import TrainConfig
+
+        typed = from_dict(TrainConfig, self.train, where="ablation", prefix="train.")  # unknown keys fail here
+        self.train = {k: getattr(typed, k) if not isinstance(v, dict) else v for k, v in self.train.items()}
 
 
 def load_ablation(path: str | Path, overrides: list[str] | None = None) -> AblationConfig:
