@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +40,6 @@ class DemoConfig:
     seed: int = 0
     device: str | None = None
     demo_label: str = "DEMO (scaled down: few examples, short texts, few steps)"
-    stages_done: list[str] = field(default_factory=list)
 
     @classmethod
     def gpu(cls, **overrides: Any) -> "DemoConfig":
