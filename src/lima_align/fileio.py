@@ -162,3 +162,31 @@ def write_json(path: str | Path, obj: Any) -> None:
     with atomic_write(path) as fh:
         json.dump(obj, fh, ensure_ascii=False, indent=2)
         fh.write("\n")
+
+
+def read_appended(path: str | Path, key: Callable[[dict], Any],
+                  what: str) -> tuple[list[tuple[bytes, Any, dict]], int]:
+    """The rows of an append-only JSONL output (a resumable job's), as ``(raw line, key(row), row)``.
+
+    A torn last line (the job was killed mid-write) ends the rows and is counted; a complete line that is not
+    such a row (``key`` fails on it) is an error naming it: never append to a file that is not ours.
+    """
+    p = Path(path)
+    rows: list[tuple[bytes, Any, dict]] = []
+    with p.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                row = json.loads(raw)
+                rows.append((raw, key(row), row))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if raw.endswith(b"\n"):
+                    raise DataError(f"not a {what}; refusing to append to this file", p, line_no) from None
+                return rows, 1
+    return rows, 0
+
+
+def keep_lines(path: str | Path, lines: list[bytes]) -> None:
+    """Rewrite ``path`` (atomically) to exactly ``lines`` if it holds anything else."""
+    if sum(map(len, lines)) != Path(path).stat().st_size:
+        with atomic_write(path, "wb") as fh:
+            fh.writelines(lines)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from lima_align.errors import DataError
 from lima_align.evaluate.clients import CachedJudge, CallParams
 from lima_align.evaluate.templates import Template
-from lima_align.fileio import atomic_write
+from lima_align.fileio import keep_lines, read_appended
 
 Parser = Callable[[str | None], Any]
 
@@ -76,27 +76,11 @@ def done_keys(path: Path, report: RunReport) -> set[str]:
     judges them again instead of keeping them missing forever (the file is rewritten atomically)."""
     if not path.exists():
         return set()
-    kept: list[bytes] = []
-    done: set[str] = set()
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                row = json.loads(raw)
-                key = str(row["key"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                if raw.endswith(b"\n"):
-                    raise DataError("not a judgments row; refusing to append to this file", path, line_no) from None
-                report.torn_lines_dropped += 1
-                break
-            if any(call.get("error") for call in row.get("calls", ())):
-                report.failed_rows_retried += 1
-                continue
-            done.add(key)
-            kept.append(raw)
-    if sum(map(len, kept)) != path.stat().st_size:
-        with atomic_write(path, "wb") as fh:
-            fh.writelines(kept)
-    return done
+    rows, report.torn_lines_dropped = read_appended(path, lambda r: str(r["key"]), "judgments row")
+    kept = [(raw, key) for raw, key, row in rows if not any(c.get("error") for c in row.get("calls", ()))]
+    report.failed_rows_retried += len(rows) - len(kept)
+    keep_lines(path, [raw for raw, _ in kept])
+    return {key for _, key in kept}
 
 
 async def _judge_call(run: JudgeRun, call: Call) -> dict[str, Any]:

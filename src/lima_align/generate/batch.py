@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from lima_align.conversation import Example
 from lima_align.errors import DataError
+from lima_align.fileio import keep_lines, read_appended
 from lima_align.formats import read_examples
 from lima_align.generate.engine import Completion, Request
 from lima_align.generate.sampling import SamplingConfig
@@ -48,23 +49,10 @@ def done_keys(path: Path, report: GenerateReport) -> set[tuple[str, int]]:
     """(id, sample) pairs already written; a torn last line (killed mid-write) is cut off the file."""
     if not path.exists():
         return set()
-    done, good_bytes = set(), 0
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                row = json.loads(raw)
-                done.add((str(row["id"]), int(row["sample"])))
-                good_bytes += len(raw)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                if raw.endswith(b"\n"):
-                    raise DataError("not a generation output row; refusing to append to this file", path,
-                                    line_no) from None
-                report.torn_lines_dropped += 1
-                break
-    if good_bytes != path.stat().st_size:
-        with path.open("r+b") as fh:
-            fh.truncate(good_bytes)
-    return done
+    rows, report.torn_lines_dropped = read_appended(path, lambda r: (str(r["id"]), int(r["sample"])),
+                                                    "generation output row")
+    keep_lines(path, [raw for raw, _, _ in rows])
+    return {key for _, key, _ in rows}
 
 
 def output_row(example: Example, completion: Completion, generator: str, config: SamplingConfig) -> dict:
