@@ -260,8 +260,7 @@ async def _chat_completion(served: _Served, payload: dict) -> Any:
     served.worker.submit(job)
     reply = _Reply(served.name, params)
     if params.stream:
-        return StreamingResponse(_sse(job, events, reply), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return _job_stream(StreamingResponse, job, _sse(job, events, reply))
     try:
         while not reply.finished:
             reply.take(await events.get())
@@ -319,6 +318,24 @@ class _Reply:
 
 def _delta(index: int, delta: dict, finish: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def _job_stream(base: type, job: Job, body: AsyncIterator[str]) -> Any:
+    """A streaming response that marks ``job`` cancelled as soon as the response ends, however it ends.
+
+    When the client goes away, the ASGI server makes ``send`` raise; the body generator is then left suspended
+    and its ``finally`` would only run when it is garbage-collected, while the batch goes on generating for
+    nobody. Marking the job here is immediate.
+    """
+
+    class JobStream(base):  # type: ignore[misc, valid-type]
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                job.cancelled = True
+
+    return JobStream(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 async def _sse(job: Job, events: asyncio.Queue, reply: _Reply) -> AsyncIterator[str]:
