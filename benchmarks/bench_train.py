@@ -6,8 +6,8 @@ computes differs. Both start from the same weights, see the same examples in the
 sampler), take the same number of optimizer steps with the same examples per step, the same optimizer settings
 (AdamW 0.9/0.95, weight decay 0.1, lr 1e-5 -> 1e-6, no warmup) and no residual dropout (deterministic losses).
 
-* ``ours``: ``lima_align.train`` as shipped: padding-free packing, chunked LM-head loss on supervised tokens,
-  fp32 on CPU, micro-batch 4 with gradient accumulation.
+* ``ours``: ``lima_align.train`` as shipped: length-rebalanced micro-batches, chunked LM-head loss on supervised tokens,
+  bf16 autocast where the CPU has native bf16 (fp32 weights), micro-batch 4 with gradient accumulation.
 * ``trl``: ``SFTTrainer`` + ``SFTConfig`` defaults for everything that decides speed: padded batches (no packing,
   no padding-free), ``per_device_train_batch_size=8``, gradient checkpointing on, ``bf16=True`` (autocast on
   CPU; ``--trl-fp32`` turns it off), its own loss.

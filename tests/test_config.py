@@ -43,9 +43,9 @@ def test_lima_yaml_is_the_paper_recipe():
 
 
 def test_overrides_are_typed_and_nested():
-    config = load_config(TrainConfig, None, ["epochs=3", "lr=2e-5", "packing=false", "lora.enabled=true",
+    config = load_config(TrainConfig, None, ["epochs=3", "lr=2e-5", "batching=padded", "lora.enabled=true",
                                              "lora.r=8", "max_examples=none"])
-    assert config.epochs == 3 and config.lr == 2e-5 and config.packing is False
+    assert config.epochs == 3 and config.lr == 2e-5 and config.batching == "padded"
     assert config.lora.enabled is True and config.lora.r == 8 and config.max_examples is None
 
 
@@ -53,8 +53,10 @@ def test_overrides_are_typed_and_nested():
     ("epoch=3", "unknown key 'epoch'"),
     ("epochs=three", "'epochs' expects int"),
     ("lora.rank=3", "unknown key 'lora.rank'"),
-    ("packing=maybe", "'packing' expects bool"),
+    ("tensorboard=maybe", "'tensorboard' expects bool"),
     ("train_on=everything", "train_on must be"),
+    ("batching=sorted", "batching must be one of auto, packed, rebalance, padded"),
+    ("mixed_precision=fp8", "mixed_precision must be one of auto, bf16, no"),
     ("novalue", "expected key=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):

@@ -56,6 +56,6 @@ def small_config(lima_path: Path, out: Path, **overrides):
 
     defaults = dict(model="tiny", data=str(lima_path), out=str(out), max_examples=16, max_chars=600, max_len=96,
                     epochs=2, batch_size=8, micro_batch_size=4, lr=1e-3, lr_end=1e-4, tensorboard=False,
-                    residual_dropout=0.1, logging_steps=1)
+                    residual_dropout=0.1, logging_steps=1, mixed_precision="no")
     defaults.update(overrides)
     return TrainConfig(**defaults)

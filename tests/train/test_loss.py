@@ -59,8 +59,8 @@ class _GradGrab(TrainerCallback):
             self.grads = torch.cat([p.grad.flatten().clone() for p in self.model.parameters()])
 
 
-@pytest.mark.parametrize("packing", [True, False])
-def test_accumulation_1x32_equals_4x8(lima_path, base_tokenizer, tmp_path, packing):
+@pytest.mark.parametrize("batching", ["packed", "rebalance", "padded"])
+def test_accumulation_1x32_equals_4x8(lima_path, base_tokenizer, tmp_path, batching):
     import copy
 
     from lima_align.train.run import prepare
@@ -69,7 +69,7 @@ def test_accumulation_1x32_equals_4x8(lima_path, base_tokenizer, tmp_path, packi
     grads = []
     for micro in (32, 8):
         config = small_config(lima_path, tmp_path / f"m{micro}", max_examples=32, max_len=64, epochs=1,
-                              batch_size=32, micro_batch_size=micro, residual_dropout=0.0, packing=packing,
+                              batch_size=32, micro_batch_size=micro, residual_dropout=0.0, batching=batching,
                               max_grad_norm=1e9)
         tok = copy.deepcopy(base_tokenizer)
         prepared = prepare(config, tiny_llama(len(tok)), tok)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+BATCHING = ("auto", "packed", "rebalance", "padded")
+MIXED_PRECISION = ("auto", "bf16", "no")
+
 
 @dataclass
 class LoraSettings:
@@ -50,9 +53,16 @@ class TrainConfig:
     # residual dropout: p rises linearly from 0 at the bottom layer to this at the top
     residual_dropout: float = 0.3
     # speed
-    packing: bool = True  # padding-free: a micro-batch is one row with restarting position_ids
+    # batching: "packed" (one row, restarting position_ids; padding-free), "rebalance" (each optimizer step's
+    # examples sorted by length into padded micro-batches of balanced cost), "padded" (random micro-batches) or
+    # "auto": packed with flash_attention_2 (varlen kernels), rebalance otherwise (sdpa would attend across the
+    # whole packed row under a block-diagonal mask: quadratic in the packed length)
+    batching: str = "auto"
     loss_chunk: int = 4096  # supervised tokens per LM-head + CE chunk (0: one chunk)
-    dtype: str = "auto"  # auto | float32 | bfloat16
+    dtype: str = "auto"  # weights: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    # autocast: "bf16" (matmuls in bf16, weights and optimizer as loaded), "no", or "auto": bf16 on a GPU that
+    # supports it and on CPUs with native bf16 instructions (AVX512-BF16 / AMX), otherwise no
+    mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # None: transformers' default (sdpa); flash_attention_2 on GPU
     # run control
@@ -69,6 +79,11 @@ class TrainConfig:
             raise ValueError(f"train_on must be 'assistant' or 'all', got {self.train_on!r}")
         if self.anomaly not in ("stop", "continue"):
             raise ValueError(f"anomaly must be 'stop' or 'continue', got {self.anomaly!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
         if self.max_len < 8:
@@ -83,3 +98,29 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size x processes "
                              f"({self.micro_batch_size} x {world_size})")
         return self.batch_size // per_step
+
+    def resolved_batching(self) -> str:
+        """``batching`` with "auto" decided: packed only where attention has varlen kernels."""
+        if self.batching != "auto":
+            return self.batching
+        return "packed" if self.attn_implementation == "flash_attention_2" else "rebalance"
+
+    def resolved_mixed_precision(self) -> str:
+        """``mixed_precision`` with "auto" decided for this machine's device."""
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        import torch
+
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN with AVX512-BF16 or AMX), so autocast speeds it up."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -7,7 +7,13 @@ What we add to Trainer, through its own seams rather than a loop of our own:
   processes), so 1 x 32 and 4 x 8 accumulation give the same gradients;
 * ``create_scheduler``: no warmup, linear decay from ``lr`` to ``lr_end`` at the last optimizer step;
 * callbacks: per-epoch checkpoint completion markers, NaN/spike stop, SIGTERM save-and-stop;
-* ``log``: trained (non-padding) tokens per second, summed over processes.
+* ``log``: trained (non-padding) tokens per second, summed over processes;
+* ``_get_train_sampler``: transformers' ``BatchRebalanceSampler`` (``batching: rebalance``) seeded with the run's
+  data seed (transformers leaves it at 42). It shuffles the examples into optimizer steps exactly like a random
+  sampler would pick a step's examples, then sorts each step's examples by length into micro-batches of balanced
+  cost: a step's gradient is unchanged (the loss is normalised over the whole step) while padding nearly vanishes.
+
+Mixed precision is Trainer's ``bf16`` autocast (weights and optimizer state stay as loaded: fp32 on CPU).
 
 The optimizer is Trainer's AdamW with the recipe's betas and weight decay (bias and norm weights not decayed).
 """
@@ -21,6 +27,7 @@ from typing import Any, Sequence
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from lima_align.config import to_dict
 from lima_align.train.callbacks import AnomalyCallback, SigtermCallback
@@ -63,6 +70,12 @@ class LimaTrainer(Trainer):
                 and self.accelerator.num_processes > 1):
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, None) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, BatchRebalanceSampler):
+            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return sampler
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
@@ -108,7 +121,8 @@ def training_arguments(config: TrainConfig, world_size: int = 1) -> TrainingArgu
         report_to=["tensorboard"] if config.tensorboard and _has_tensorboard() else "none",
         remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
-        bf16=on_gpu and config.dtype == "bfloat16", use_cpu=not on_gpu,
+        train_sampling_strategy="batch_rebalance" if config.resolved_batching() == "rebalance" else "random",
+        bf16=config.resolved_mixed_precision() == "bf16", use_cpu=not on_gpu,
     )
 
 
@@ -141,7 +155,8 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
                          AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
     return LimaTrainer(
         model=model, args=training_arguments(config, world_size), train_dataset=dataset,
-        data_collator=make_collator(config.packing, tokenizer.pad_token_id, flash_kwargs=flash),
+        data_collator=make_collator(config.resolved_batching() == "packed", tokenizer.pad_token_id,
+                                    flash_kwargs=flash),
         processing_class=tokenizer, callbacks=trainer_callbacks,
         loss_chunk=config.loss_chunk, lr_end_ratio=config.lr_end / config.lr,
     )
