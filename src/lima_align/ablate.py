@@ -7,7 +7,7 @@ plus ``key=value`` overrides). Every arm runs the same stages, one arm after the
         -> Likert 1-6 helpfulness judge -> per-arm summary (mean, two-sided 95% Student-t CI)
 
 then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
-Each arm lives in ``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`demo.Stages`), so a
+Each arm lives in ``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.stages.Stages`), so a
 re-run skips finished stages and arms (training resumes from its last complete checkpoint; generation and judging
 resume row by row). An arm whose resolved settings changed since its markers were written is an error, not a
 silent reuse of stale results.
@@ -16,7 +16,6 @@ silent reuse of stale results.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -24,10 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.config import ConfigError, from_dict, read_yaml, to_dict
-from lima_align.demo import DEMO_DATA, Stages
+from lima_align.demo import DEMO_DATA
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
 from lima_align.generate.sampling import SamplingConfig
+from lima_align.stages import Stages, fingerprint
 
 Log = Callable[[str], None]
 ARM_STAGES = ("mix", "train", "generate", "judge", "summary")
@@ -152,10 +152,6 @@ def judge_config(cfg: AblationConfig) -> Any:
     return from_dict(JudgeConfig, values, where="ablation judge")
 
 
-def _fingerprint(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------------------------------------- stages
 def prepare_demo_candidates(out: Path, cfg: AblationConfig) -> dict[str, Any]:
     """The shipped excerpts curated with the sources' own code (as the demo does), plus its test prompts."""
@@ -228,7 +224,7 @@ def run_generate(cfg: AblationConfig, arm: str, arm_dir: Path, checkpoint: str) 
     del lm, engine
     gc.collect()
     ids = sorted({json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line})
-    return {"outputs": str(path), "prompts": report.prompts, "test_prompt_ids": _fingerprint(ids),
+    return {"outputs": str(path), "prompts": report.prompts, "test_prompt_ids": fingerprint(ids),
             **{k: v for k, v in report.to_dict().items() if k != "prompts"},
             "summary": f"{report.prompts} prompts x {cfg.samples} samples, {report.generated_tokens} tokens"}
 
@@ -263,7 +259,7 @@ def _check_settings(arm_dir: Path, settings: dict[str, Any]) -> None:
     path = arm_dir / "arm-settings.json"
     if path.is_file() and (arm_dir / "stages").is_dir() and any((arm_dir / "stages").iterdir()):
         old = json.loads(path.read_text(encoding="utf-8"))
-        if _fingerprint(old) != _fingerprint(settings):
+        if fingerprint(old) != fingerprint(settings):
             changed = sorted(k for k in settings if old.get(k) != settings.get(k))
             raise LimaError(f"{arm_dir}: the arm's settings changed since it ran ({', '.join(changed)}); "
                             "use a new 'out' folder or delete this arm's folder to re-run it")

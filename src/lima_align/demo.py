@@ -10,14 +10,13 @@ checkpoint).
 from __future__ import annotations
 
 import gc
-import json
-import time
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.fileio import write_json, write_jsonl
+from lima_align.stages import Stages
 
 Log = Callable[[str], None]
 DEMO_DATA = Path(str(files("lima_align").joinpath("data/demo")))
@@ -48,30 +47,6 @@ class DemoConfig:
                       max_new_tokens=1024, demo_label="GPU setting (all shipped candidates, recipe LR)")
         values.update(overrides)
         return cls(**values)
-
-
-class Stages:
-    """Completion markers in ``<out>/stages``: a finished stage is not run again."""
-
-    def __init__(self, out: Path, log: Log):
-        self.dir = out / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        self.count = 0
-
-    def run(self, name: str, total: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        self.count += 1
-        marker = self.dir / f"{name}.json"
-        if marker.is_file():
-            self.log(f"[{self.count}/{total}] {name}: done in an earlier run, skipped ({marker})")
-            return json.loads(marker.read_text())
-        self.log(f"[{self.count}/{total}] {name} ...")
-        start = time.perf_counter()
-        info = fn()
-        info["seconds"] = round(time.perf_counter() - start, 1)
-        write_json(marker, info)
-        self.log(f"[{self.count}/{total}] {name}: {info['seconds']} s - {info.get('summary', '')}")
-        return info
 
 
 def curate_all(out: Path, cfg: DemoConfig) -> dict[str, Any]:

@@ -11,10 +11,11 @@ import argparse
 import sys
 
 from lima_align import __version__
-from lima_align.cli import ablate, annotate, curate, data, demo, generate, judge, mix, models, review, serve, train
+from lima_align.cli import (ablate, annotate, curate, data, demo, generate, judge, mix, models, review, run, serve,
+                            train)
 from lima_align.errors import LimaError
 
-GROUPS = (demo, data, models, curate, mix, review, train, generate, serve, judge, annotate, ablate)
+GROUPS = (demo, run, data, models, curate, mix, review, train, generate, serve, judge, annotate, ablate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,112 @@
+"""Resumable stages for the long jobs (``lima-align run``, ``demo``, ``ablate``).
+
+A stage is a function that writes files into a run folder and returns a small JSON-able summary. When it finishes,
+``<run>/stages/<name>.json`` records that summary and the stage's *key*: a hash of everything the stage depends on
+(its settings, the content of its input files, and the keys of the stages it reads from, so a change upstream
+re-runs everything below it). On a re-run:
+
+* same key, outputs present: the stage is skipped and its recorded summary returned;
+* no marker but a ``<name>.started.json`` with the same key: the stage was interrupted; it runs again and resumes
+  on its own (training from its last complete checkpoint, generation and judging row by row);
+* a different key (settings or inputs changed): the stage's outputs are deleted and it runs from scratch.
+
+Stages without a key (``key=None``) only use the marker: they run once.
+
+File content is hashed with SHA-256; files over :data:`FULL_HASH_LIMIT` (multi-GB dumps) are identified by size,
+modification time and a hash of their first and last MiB instead, so that checking a 100 GB dump costs
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lima_align.fileio import write_json
+
+Log = Callable[[str], None]
+FULL_HASH_LIMIT = 256 * 1024 * 1024
+_EDGE = 1024 * 1024
+
+
+def fingerprint(value: Any) -> str:
+    """A short stable hash of a JSON-able value (dict key order does not matter)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """Content identity of a file or folder (recursively; names and contents); missing paths are an identity too."""
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for child in sorted(p.rglob("*")):
+            if child.is_file():
+                h.update(f"{child.relative_to(p).as_posix()}\0{file_digest(child)}\n".encode())
+        return "dir:" + h.hexdigest()[:16]
+    if not p.is_file():
+        return "missing"
+    size = p.stat().st_size
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: fh.read(_EDGE), b""):
+                h.update(block)
+            return "sha256:" + h.hexdigest()[:16]
+        h.update(fh.read(_EDGE))
+        fh.seek(size - _EDGE)
+        h.update(fh.read(_EDGE))
+    return f"large:{size}:{p.stat().st_mtime_ns}:{h.hexdigest()[:16]}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Stages:
+    """Completion markers (and keys) in ``<out>/stages``; see the module docstring."""
+
+    def __init__(self, out: Path, log: Log):
+        self.dir = Path(out) / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.count = 0
+
+    def run(self, name: str, total: int, fn: Callable[[], dict[str, Any]], *, key: Any = None,
+            outputs: Sequence[Path] = ()) -> dict[str, Any]:
+        """Run ``fn`` unless an earlier run finished it with the same key; returns its summary (with ``key``)."""
+        self.count += 1
+        tag = f"[{self.count}/{total}] {name}"
+        marker, started = self.dir / f"{name}.json", self.dir / f"{name}.started.json"
+        want = None if key is None else fingerprint(key)
+        done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+        if done is not None and done.get("key") == want and all(Path(p).exists() for p in outputs):
+            self.log(f"{tag}: done in an earlier run, skipped ({marker})")
+            return done
+        begun = json.loads(started.read_text(encoding="utf-8")).get("key") if started.is_file() else None
+        if done is not None or (started.is_file() and begun != want):
+            why = "outputs missing" if done is not None and done.get("key") == want else "settings or inputs changed"
+            self.log(f"{tag}: {why} since the last run: starting it again from scratch")
+            for path in outputs:
+                _remove(Path(path))
+            marker.unlink(missing_ok=True)
+        elif started.is_file():
+            self.log(f"{tag}: interrupted earlier, resuming ...")
+        else:
+            self.log(f"{tag} ...")
+        write_json(started, {"key": want, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        begin = time.perf_counter()
+        info = fn()
+        info["seconds"] = round(time.perf_counter() - begin, 1)
+        info["key"] = want
+        write_json(marker, info)
+        os.unlink(started)
+        self.log(f"{tag}: {info['seconds']} s - {info.get('summary', '')}")
+        return info

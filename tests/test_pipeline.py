@@ -1,0 +1,103 @@
+"""``lima-align run``: the recipe, the curate arguments, and a tiny real run from dumps to report, re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lima_align.config import ConfigError
+from lima_align.pipeline import SourceSpec, curate_argv, load_recipe, run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data"))
+TINY = REPO / "configs" / "recipes" / "tiny-cpu.yaml"
+
+
+def test_curate_arguments_follow_the_options(tmp_path):
+    spec = SourceSpec(name="se", command="stackexchange", paths=["a.7z", "b"],
+                      options={"min-score": 3, "no_progress": True, "allow-references": False, "site": ["x", "y"]})
+    assert curate_argv(spec, tmp_path) == [
+        "stackexchange", "a.7z", "b", "--out", str(tmp_path / "candidates" / "se.jsonl"),
+        "--report", str(tmp_path / "candidates" / "se.report.json"), "--min-score", "3", "--no-progress",
+        "--site", "x", "--site", "y"]
+    with pytest.raises(ConfigError, match="'out' is set by the run"):
+        curate_argv(SourceSpec(name="se", command="stackexchange", paths=["a"], options={"out": "x"}), tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sources.0.command=twitter", "command must be one of"),
+    ("select.method=vibes", "select.method must be likert or pairwise"),
+    ("samples=0", "samples must be >= 1"),
+])
+def test_bad_recipes_are_clear_errors(override, message):
+    import yaml
+
+    values = yaml.safe_load(TINY.read_text())
+    key, value = override.split("=")
+    node = values
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[last] = int(value) if value.isdigit() else value
+    from lima_align.config import from_dict
+    from lima_align.pipeline import RecipeConfig
+
+    with pytest.raises((ConfigError, ValueError), match=message):
+        from_dict(RecipeConfig, values, where="recipe")
+
+
+def test_unknown_curate_option_names_the_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = load_recipe(TINY, [f"out={tmp_path}"])
+    cfg.sources[0].options["min-votes"] = 3
+    with pytest.raises(ConfigError, match="source 'stackexchange': .*unrecognized arguments: --min-votes 3"):
+        run_pipeline(cfg, log=lambda m: None)
+
+
+def _ran(logs: list[str]) -> list[str]:
+    """Stage names that ran (not skipped) in one pipeline run."""
+    names = []
+    for line in logs:
+        if line.startswith("[") and " s - " in line:
+            names.append(line.split("] ", 1)[1].split(":", 1)[0])
+    return names
+
+
+def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(tmp_path, monkeypatch):
+    if not (SHARED / "stackexchange" / "beer.stackexchange.com").is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    logs: list[str] = []
+    result = run_pipeline(load_recipe(TINY, [f"out={out}"]), log=logs.append)
+    all_stages = ["curate-stackexchange", "curate-wikihow", "curate-writingprompts", "curate-natural_instructions",
+                  "mix", "train", "select", "generate", "judge", "report"]
+    assert _ran(logs) == all_stages
+    assert result["mix"]["splits"]["train"] == 12 and result["mix"]["splits"]["dev"] == 2
+    assert sorted(p.name for p in (out / "train").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    assert result["select"]["best"] in ("epoch-1", "epoch-2")
+    assert Path(result["select"]["checkpoint"]).name in ("checkpoint-3", "checkpoint-6")
+    rows = [json.loads(line) for line in (out / "outputs" / "tiny.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["generator"] == "tiny" for r in rows)
+    judged = [json.loads(line) for line in (out / "judgments" / "tiny-vs-text-davinci-003.jsonl").read_text()
+              .splitlines()]
+    assert len(judged) == 3 and all(sorted(c["tag"] for c in r["calls"]) == ["ab", "ba"] for r in judged)
+    assert Path(result["report"]["report"]).is_file()
+
+    logs.clear()
+    run_pipeline(load_recipe(TINY, [f"out={out}"]), log=logs.append)
+    assert _ran(logs) == [] and sum("skipped" in line for line in logs) == len(all_stages)
+
+    logs.clear()  # a decoding change: the answers, their judgments and the report are redone, nothing before
+    run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append)
+    assert _ran(logs) == ["generate", "judge", "report"]
+    rows = [json.loads(line) for line in (out / "outputs" / "tiny.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["completion_tokens"] <= 12 for r in rows)
+
+    logs.clear()  # --from train: training and everything after it again
+    run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append,
+                 rerun_from="train")
+    assert _ran(logs) == ["train", "select", "generate", "judge", "report"]

@@ -1,0 +1,77 @@
+"""Stage markers and content keys: skip when unchanged, redo from scratch when changed, resume when interrupted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lima_align.stages import FULL_HASH_LIMIT, Stages, file_digest, fingerprint
+
+
+def _stage(tmp_path, calls, fail=False):
+    def fn():
+        calls.append(1)
+        out = tmp_path / "result"
+        out.mkdir(exist_ok=True)
+        (out / f"part{len(calls)}").write_text("x")
+        if fail:
+            raise RuntimeError("killed half-way")
+        return {"summary": "ok"}
+    return fn
+
+
+def test_same_key_skips_changed_key_redoes_from_scratch(tmp_path):
+    calls, logs = [], []
+    out = tmp_path / "result"
+    first = Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key={"a": 1}, outputs=[out])
+    again = Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key={"a": 1}, outputs=[out])
+    assert len(calls) == 1 and again["key"] == first["key"] == fingerprint({"a": 1})
+    assert "skipped" in logs[-1]
+    Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key={"a": 2}, outputs=[out])
+    assert len(calls) == 2
+    assert any("settings or inputs changed" in line for line in logs)
+    assert sorted(p.name for p in out.iterdir()) == ["part2"]  # the old output was deleted first
+
+
+def test_interrupted_stage_resumes_without_deleting_and_missing_outputs_rerun(tmp_path):
+    calls, logs = [], []
+    out = tmp_path / "result"
+    with pytest.raises(RuntimeError):
+        Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls, fail=True), key="k", outputs=[out])
+    assert (tmp_path / "stages" / "s.started.json").is_file() and not (tmp_path / "stages" / "s.json").exists()
+    Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key="k", outputs=[out])
+    assert any("interrupted earlier, resuming" in line for line in logs)
+    assert sorted(p.name for p in out.iterdir()) == ["part1", "part2"]  # partial work kept for the resume
+    assert not (tmp_path / "stages" / "s.started.json").exists()
+    marker = json.loads((tmp_path / "stages" / "s.json").read_text())
+    assert marker["summary"] == "ok" and marker["key"] == fingerprint("k")
+
+    import shutil
+
+    shutil.rmtree(out)
+    Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key="k", outputs=[out])
+    assert len(calls) == 3 and any("outputs missing" in line for line in logs)
+
+
+def test_file_digest_follows_content_and_names(tmp_path):
+    a = tmp_path / "d" / "a.txt"
+    a.parent.mkdir()
+    a.write_text("one")
+    d1, f1 = file_digest(a.parent), file_digest(a)
+    a.write_text("two")
+    assert file_digest(a) != f1 and file_digest(a.parent) != d1
+    a.rename(a.with_name("b.txt"))
+    assert file_digest(a.parent) not in (d1,) and file_digest(tmp_path / "nope") == "missing"
+
+
+def test_large_files_are_identified_without_reading_them_whole(tmp_path):
+    big = tmp_path / "dump.xml"
+    with big.open("wb") as fh:
+        fh.truncate(FULL_HASH_LIMIT + 10)
+    digest = file_digest(big)
+    assert digest.startswith(f"large:{FULL_HASH_LIMIT + 10}:")
+    with big.open("r+b") as fh:  # a rewrite (new tail, new modification time) changes the identity
+        fh.seek(FULL_HASH_LIMIT + 5)
+        fh.write(b"x")
+    assert file_digest(big) != digest
