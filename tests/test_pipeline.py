@@ -101,3 +101,23 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append,
                  rerun_from="train")
     assert _ran(logs) == ["train", "select", "generate", "judge", "report"]
+
+
+def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_path, monkeypatch):
+    from lima_align.cli import build_parser
+    from lima_align.pipeline import mix_config, train_config
+
+    monkeypatch.chdir(REPO)
+    cfg = load_recipe(REPO / "configs" / "recipes" / "lima-paper.yaml", [f"out={tmp_path}"])
+    for spec in cfg.sources:
+        args = build_parser().parse_args(["curate", *curate_argv(spec, tmp_path)])
+        assert args.source == spec.command
+    mix = mix_config(cfg)
+    assert sum(s.n for s in mix.inputs) == 1000 and sum(s.n for s in mix.dev) == 50
+    assert sum(s.n for s in mix.test) == 300 and mix.base_dir == str(tmp_path)
+    train = train_config(cfg)
+    assert (train.model, train.epochs, train.batch_size, train.residual_dropout) == (
+        "huggyllama/llama-65b", 15, 32, 0.3)
+    assert train.data == str(tmp_path / "mix" / "train.jsonl") and train.out == str(tmp_path / "train")
+    assert [b.name for b in cfg.baselines] == ["alpaca-65b", "text-davinci-003", "bard", "claude", "gpt-4"]
+    assert cfg.select.epochs == "5-10" and cfg.sampling.repetition_penalty == 1.2
