@@ -49,3 +49,20 @@ def test_report_figures_tables_and_escaped_html(tmp_path):
 def test_markdown_keeps_no_raw_html():
     out = markdown(EVIL)
     assert "<script" not in out and "<img" not in out and 'href="javascript' not in out
+
+
+def test_verdicts_of_different_raters_are_counted_apart(tmp_path):
+    from lima_align.evaluate.summary import summarize
+
+    gpt4 = [{**_pairwise_row(i, "a"), "judge": {"kind": "openai", "name": "gpt4"}} for i in range(3)]
+    people = [{**_pairwise_row(i, v), "judge": {"kind": "human", "name": name}}
+              for i, (v, name) in enumerate([("b", "ann1"), ("b", "ann2"), ("tie", "ann1")])]
+    groups = {g["judge"]: g for g in summarize(gpt4 + people)}
+    assert set(groups) == {"gpt4", "human"}  # the annotators are pooled, the LLM judge is not mixed in
+    assert groups["gpt4"]["outcomes"]["counts"] == {"win": 3, "tie": 0, "loss": 0}
+    assert groups["human"]["outcomes"]["counts"] == {"win": 0, "tie": 1, "loss": 2}
+    path = tmp_path / "j.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in gpt4 + people))
+    build_report([path], tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "lima vs davinci (gpt4)" in page and "lima vs davinci (human)" in page

@@ -1,4 +1,8 @@
-"""Summaries of judgments files: rows grouped by (protocol, models), each group's statistics. Pure."""
+"""Summaries of judgments files: rows grouped by (protocol, models, rater), each group's statistics. Pure.
+
+The rater is the LLM judge's name, or "human" for the annotation app's rows (all annotators pooled, as in the
+paper's human study): the verdicts of different judges on the same models are never mixed in one count.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,20 @@ RATINGS = ("fail", "pass", "excellent")
 SAFETY = ("safe", "unsafe")
 
 
-def group_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+def rater(row: Mapping[str, Any]) -> str:
+    judge = row.get("judge") or {}
+    return "human" if judge.get("kind") == "human" else str(judge.get("name") or "")
+
+
+def group_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
     models = row.get("models", {})
-    return (row["protocol"], str(models.get("a", "")), str(models.get("b", "")))
+    return (row["protocol"], str(models.get("a", "")), str(models.get("b", "")), rater(row))
+
+
+def group_label(group: Mapping[str, Any]) -> str:
+    """``a vs b (judge)`` for pairwise groups, ``a (judge)`` for single-answer ones."""
+    label = f"{group['a']} vs {group['b']}" if group["b"] else group["a"]
+    return f"{label} ({group['judge']})" if group.get("judge") else label
 
 
 def _likert_score(verdict: Any) -> float | None:
@@ -42,9 +57,9 @@ def summarize_group(protocol: str, rows: list[Mapping[str, Any]], *, seed: int =
 
 
 def summarize(rows: Iterable[Mapping[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
-    """One entry per (protocol, model a, model b) with its statistics, in a stable order."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    """One entry per (protocol, model a, model b, rater) with its statistics, in a stable order."""
+    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[group_key(row)].append(row)
-    return [{"protocol": p, "a": a, "b": b, "rows": len(g), **summarize_group(p, g, seed=seed)}
-            for (p, a, b), g in sorted(groups.items())]
+    return [{"protocol": p, "a": a, "b": b, "judge": j, "rows": len(g), **summarize_group(p, g, seed=seed)}
+            for (p, a, b, j), g in sorted(groups.items())]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lima_align.evaluate.agreement import agreement_from_rows
-from lima_align.evaluate.summary import RATINGS, SAFETY, summarize
+from lima_align.evaluate.summary import RATINGS, SAFETY, group_label, summarize
 from lima_align.fileio import iter_jsonl, write_json
 from lima_align.report.figures import likert_bars, stacked_bars
 from lima_align.report.html import render_page
@@ -20,21 +20,17 @@ def load_rows(paths: list[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def _label(group: dict[str, Any]) -> str:
-    return f"{group['a']} vs {group['b']}" if group["b"] else group["a"]
-
-
 def make_figures(summary: list[dict[str, Any]], out: Path) -> list[Path]:
     written: list[Path] = []
-    pairwise = [{"label": _label(g), **{k: g["outcomes"][k] for k in ("win", "tie", "loss")}}
+    pairwise = [{"label": group_label(g), **{k: g["outcomes"][k] for k in ("win", "tie", "loss")}}
                 for g in summary if g["protocol"] == "pairwise"]
     if pairwise:
         written += stacked_bars(pairwise, ("win", "tie", "loss"), out / "pairwise", "Pairwise preference")
-    likert = [{"label": _label(g), **g["likert"]} for g in summary if g["protocol"] == "likert"]
+    likert = [{"label": group_label(g), **g["likert"]} for g in summary if g["protocol"] == "likert"]
     if likert:
         written += likert_bars(likert, out / "likert", "Helpfulness (mean, 95% CI)")
     for protocol, keys in (("absolute", RATINGS), ("multiturn", RATINGS), ("safety", SAFETY)):
-        groups = [{"label": _label(g), **{k: g["labels"][k] for k in keys}} for g in summary
+        groups = [{"label": group_label(g), **{k: g["labels"][k] for k in keys}} for g in summary
                   if g["protocol"] == protocol]
         if groups:
             written += stacked_bars(groups, keys, out / protocol, protocol.capitalize())

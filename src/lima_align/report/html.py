@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lima_align.evaluate.summary import group_label
+
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}details{border:1px solid #ddd;margin:.4em 0;padding:.3em .6em}
@@ -49,7 +51,7 @@ def _tables(summary: list[dict[str, Any]]) -> str:
         head = ("<tr><th>model vs baseline</th><th>n</th><th>missing</th><th>win %</th><th>95% CI</th><th>tie %</th>"
                 "<th>loss %</th><th>95% CI</th><th>consistent %</th><th>first wins %</th><th>longer wins %</th></tr>")
         body = "".join(
-            f"<tr><td>{esc(g['a'])} vs {esc(g['b'])}</td><td>{g['outcomes']['n']}</td><td>{g['outcomes']['missing']}"
+            f"<tr><td>{esc(group_label(g))}</td><td>{g['outcomes']['n']}</td><td>{g['outcomes']['missing']}"
             f"</td><td>{_pct(g['outcomes']['win'])}</td><td>{_ci(g['outcomes']['win_ci'])}</td>"
             f"<td>{_pct(g['outcomes']['tie'])}</td><td>{_pct(g['outcomes']['loss'])}</td>"
             f"<td>{_ci(g['outcomes']['loss_ci'])}</td><td>{_pct(g['position']['consistency'])}</td>"
@@ -58,7 +60,7 @@ def _tables(summary: list[dict[str, Any]]) -> str:
         parts.append(f"<h2>Pairwise</h2><table>{head}{body}</table>")
     lk = [g for g in summary if g["protocol"] == "likert"]
     if lk:
-        body = "".join(f"<tr><td>{esc(g['a'])}</td><td>{g['likert']['n']}</td><td>{g['likert']['missing']}</td>"
+        body = "".join(f"<tr><td>{esc(group_label(g))}</td><td>{g['likert']['n']}</td><td>{g['likert']['missing']}</td>"
                        f"<td>{g['likert']['mean']:.2f}</td><td>{_ci(g['likert']['ci'], pct=False)}</td></tr>"
                        for g in lk)
         parts.append("<h2>Likert helpfulness (1-6)</h2><table><tr><th>model</th><th>n</th><th>missing</th>"
@@ -68,7 +70,7 @@ def _tables(summary: list[dict[str, Any]]) -> str:
             labels = g["labels"]
             keys = [k for k in labels["counts"]]
             cells = "".join(f"<td>{labels['counts'][k]} ({_pct(labels[k])}%)</td>" for k in keys)
-            parts.append(f"<h2>{esc(g['protocol'].capitalize())}: {esc(g['a'])}</h2><table><tr><th>n</th>"
+            parts.append(f"<h2>{esc(g['protocol'].capitalize())}: {esc(group_label(g))}</h2><table><tr><th>n</th>"
                          f"<th>missing</th>{''.join(f'<th>{esc(k)}</th>' for k in keys)}</tr><tr>"
                          f"<td>{labels['n']}</td><td>{labels['missing']}</td>{cells}</tr></table>")
     return "".join(parts)
