@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from lima_align.conversation import Example, ReadReport, provenance
+from lima_align.curate.text import csv_rows, detokenize
 from lima_align.errors import DataError
 
 WRITINGPROMPTS, ASKREDDIT = "writingprompts", "askreddit"
@@ -61,49 +62,6 @@ _GONE = frozenset({"[deleted]", "[removed]"})
 _BOTS = frozenset({"automoderator", "writingpromptsrobot"})
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _URL = re.compile(r"\s*https?://\S+")
-
-
-# fairseq-style tokenization (WritingPrompts; some wikiHow scrapes): punctuation and clitics split off by spaces.
-_NEWLINE = re.compile(r"\s*<newline>\s*")
-_TAG = re.compile(r"\[\s*([A-Za-z]{2,4})\s*\]")
-_CLITIC = re.compile(r"(\w) (n['’]t|['’](?:s|re|ve|ll|d|m|S|RE|VE|LL|D|M))\b")
-_BEFORE = re.compile(r" ([.,!?;:%)\]}]|\.\.\.|…)")
-_AFTER = re.compile(r"([(\[{$#]) ")
-_APOSTROPHE = re.compile(r"(\w) ([’']) (\w)")
-_QUOTE = re.compile(r"``|''|\"")
-
-
-def detokenize(text: str) -> str:
-    """Undo fairseq/PTB-style tokenization: ``"[ WP ] You 're here , do n't go .<newline>"`` -> readable text."""
-    text = _NEWLINE.sub("\n", text)
-    lines = [_detok_line(line) for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _detok_line(line: str) -> str:
-    line = re.sub(r"\s+", " ", line).strip()
-    line = _TAG.sub(lambda m: f"[{m.group(1)}]", line)
-    line = _APOSTROPHE.sub(r"\1\2\3", line)
-    line = _CLITIC.sub(r"\1\2", line)
-    line = _pair_quotes(line)
-    line = _BEFORE.sub(r"\1", line)
-    return _AFTER.sub(r"\1", line)
-
-
-def _pair_quotes(line: str) -> str:
-    """Attach each double quote to its quoted words: odd ones open (to the right), even ones close (to the left)."""
-    parts = _QUOTE.split(line)
-    if len(parts) == 1:
-        return line
-    out = [parts[0]]
-    for i, part in enumerate(parts[1:]):
-        if i % 2 == 0:  # opening quote
-            out[-1] = out[-1].rstrip() + (" " if out[-1].strip() else "")
-            out.append('"' + part.lstrip())
-        else:
-            out[-1] = out[-1].rstrip() + '"'
-            out.append(part)
-    return "".join(out)
 
 
 def _zstd():
@@ -363,7 +321,6 @@ def _join_comments(path: Path, cfg: RedditConfig, bad: ReadReport, outcomes: Cou
 
 def _read_wp_csv(path: Path, cfg: RedditConfig, report: ReadReport, found: dict[str, Candidate]) -> None:
     """The fairseq WritingPrompts CSV (``prompt``, ``story``; no scores): the prompt and story rules that apply."""
-    from lima_align.sources.wikihow import csv_rows  # the shared strict CSV reader (line-numbered errors)
 
     for line, row in csv_rows(path):
         if "prompt" not in row or "story" not in row:

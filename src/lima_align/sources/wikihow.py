@@ -37,9 +37,9 @@ from typing import Any, Iterable, Iterator
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.curate.html import html_to_text
 from lima_align.curate.sampling import temperature_sample
+from lima_align.curate.text import csv_rows, detokenize
 from lima_align.errors import DataError
 from lima_align.fileio import iter_json_records, read_text
-from lima_align.sources.reddit import detokenize
 
 SOURCE = "wikihow"
 LICENSE = "CC BY-NC-SA 3.0"
@@ -121,20 +121,6 @@ def load_index(path: str | Path) -> dict[str, str]:
 def _key(link_or_title: str) -> str:
     slug = link_or_title.rstrip("/").rsplit("/", 1)[-1] if "/" in link_or_title else link_or_title
     return normalize(slug.replace("-", " "))
-
-
-def csv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """``(line, row)`` with lower-cased column names; broken quoting raises a DataError naming the line."""
-    text = read_text(path)
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        reader.fieldnames = [(f or "").strip().lower() for f in (reader.fieldnames or [])]
-        for row in reader:
-            if None in row:
-                raise DataError("more fields than the header has (broken quoting?)", path, reader.line_num)
-            yield reader.line_num, row
-    except csv.Error as exc:
-        raise DataError(f"malformed CSV: {exc}", path, reader.line_num) from None
 
 
 def read_csv(path: str | Path) -> Iterator[Article]:
