@@ -13,11 +13,18 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 
 
 def test_tiny_ablation_runs_every_arm_to_a_plot_and_resumes(tmp_path):
+    # parallel=2: both arms at once, each `lima-align ablate RESOLVED.yaml --arm NAME` in its own process
     out = tmp_path / "abl"
-    cfg = load_ablation(CONFIGS / "tiny-cpu.yaml", [f"out={out}"])
+    cfg = load_ablation(CONFIGS / "tiny-cpu.yaml", [f"out={out}", "parallel=2", "devices=[cpu]"])
     lines = []
     summary = run_ablation(cfg, log=lines.append)
     names = [a.name for a in cfg.arms]
+    started = [line for line in lines if "started in its own process" in line]
+    assert len(started) == 2 and all("device cpu" in line for line in started)
+    for n in names:  # each process ran its arm's five stages (the parent then only read their markers)
+        log = (out / "arms" / n / "log.txt").read_text()
+        assert all(f"[{n}] [{i}/5] {stage}:" in log for i, stage in enumerate(ARM_STAGES, 1))
+    assert sum("done in an earlier run, skipped" in line for line in lines) == len(names) * len(ARM_STAGES)
     assert [a["arm"] for a in summary["arms"]] == names == ["stackexchange", "wikihow"]
     for fig in ("ablation-likert.png", "ablation-likert.svg", "ablation-summary.json", "ablation-summary.md"):
         assert (out / fig).stat().st_size > 0

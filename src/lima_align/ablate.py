@@ -7,7 +7,8 @@ plus ``key=value`` overrides). Every arm runs the same stages, one arm after the
         -> Likert 1-6 helpfulness judge -> per-arm summary (mean, two-sided 95% Student-t CI)
 
 then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
-Each arm lives in ``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.stages.Stages`), so a
+With ``parallel: N`` the arms run N at a time, each in its own process pinned to one of ``devices`` (e.g. one
+GPU each); the plot waits for all of them. Each arm lives in ``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.stages.Stages`), so a
 re-run skips finished stages and arms (training resumes from its last complete checkpoint; generation and judging
 resume row by row). An arm whose resolved settings changed since its markers were written is an error, not a
 silent reuse of stale results.
@@ -67,6 +68,8 @@ class AblationConfig:
     judge_settings: dict[str, Any] = field(default_factory=dict)  # JudgeConfig keys, merged over the file's
     device: str | None = None  # generation and local judge device (None: cuda when available)
     seed: int = 0  # mix seed for recipes that do not set one
+    parallel: int = 1  # arms run at once, each in its own process (1: one after the other, in this process)
+    devices: list[str] = field(default_factory=list)  # one per parallel slot, e.g. [cuda:0, cuda:1] ([] = device)
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.arms]
@@ -79,6 +82,8 @@ class AblationConfig:
             raise ValueError(f"arm names become folder names; use letters, digits, - _ . only: {bad}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {self.parallel}")
         for key in RUN_SPECIFIC + ("model",):
             if key in self.train:
                 raise ValueError(f"train.{key} is set per arm (or by 'model'); remove it from 'train'")
@@ -272,7 +277,7 @@ def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[s
     mix = mix_config(cfg, arm)
     train_cfg = train_config(cfg, arm_dir)
     settings = {"mix": to_dict(mix), "train": shared_hyperparameters(train_cfg), "sampling": to_dict(cfg.sampling),
-                "samples": cfg.samples, "judge": to_dict(judge), "test_prompts": cfg.test_prompts,
+                "samples": cfg.samples, "judge": judge.identity(), "test_prompts": cfg.test_prompts,
                 "test_limit": cfg.test_limit}
     _check_settings(arm_dir, settings)
     alog: Log = lambda m: log(f"  [{arm.name}] {m}")  # noqa: E731
@@ -326,17 +331,80 @@ def write_report(cfg: AblationConfig, arms: list[dict[str, Any]]) -> dict[str, A
     return summary
 
 
-def run_ablation(cfg: AblationConfig, log: Log = print) -> dict[str, Any]:
-    """Run every arm in order (skipping completed stages), then the plot and the summary files."""
+def _slot_device(cfg: AblationConfig, slot: int) -> tuple[str | None, dict[str, str]]:
+    """The device a parallel slot uses, and the environment that pins its process to it."""
+    import os
+
+    device = cfg.devices[slot % len(cfg.devices)] if cfg.devices else cfg.device
+    env = dict(os.environ)
+    if device and device.startswith("cuda:"):  # the process sees only its GPU, as cuda:0 (training uses it too)
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+        device = "cuda"
+    elif device == "cpu" or not device:  # share the cores instead of oversubscribing them
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.parallel)))
+    return device, env
+
+
+def run_arms_in_processes(cfg: AblationConfig, log: Log) -> None:
+    """Run the arms ``cfg.parallel`` at a time, each as ``lima-align ablate RESOLVED.yaml --arm NAME`` in its own
+    process (and device slot); each arm's output goes to ``arms/<name>/log.txt``."""
+    import queue
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lima_align.config import dump_yaml
+
+    out = Path(cfg.out)
+    resolved = out / "ablation-resolved.yaml"
+    with atomic_write(resolved) as fh:
+        fh.write(dump_yaml(cfg))
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(cfg.parallel):
+        slots.put(slot)
+
+    def one(arm: ArmConfig) -> tuple[str, int, Path]:
+        slot = slots.get()
+        try:
+            device, env = _slot_device(cfg, slot)
+            logfile = out / "arms" / arm.name / "log.txt"
+            logfile.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "lima_align", "ablate", str(resolved),
+                   *([f"device={device}"] if device else []), "--arm", arm.name]
+            log(f"arm {arm.name}: started in its own process (slot {slot}, device {device or 'auto'}) -> {logfile}")
+            with logfile.open("a", encoding="utf-8") as fh:
+                code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+            log(f"arm {arm.name}: {'finished' if code == 0 else f'FAILED (exit {code})'}")
+            return arm.name, code, logfile
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(cfg.parallel) as pool:
+        results = list(pool.map(one, cfg.arms))
+    failed = [f"{name} (see {path})" for name, code, path in results if code != 0]
+    if failed:
+        raise LimaError(f"arm(s) failed: {', '.join(failed)}; run again to resume them")
+
+
+def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None = None) -> dict[str, Any]:
+    """Run every arm (``parallel`` at a time; skipping completed stages), then the plot and the summary files.
+    ``only_arm``: run that arm's stages and stop (what each parallel process does)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "ablation-config.json", to_dict(cfg))
     judge = judge_config(cfg)
+    if only_arm is not None:
+        arm = next((a for a in cfg.arms if a.name == only_arm), None)
+        if arm is None:
+            raise LimaError(f"--arm {only_arm!r}: no such arm (arms: {', '.join(a.name for a in cfg.arms)})")
+        return run_arm(cfg, arm, judge, log)["summary"]
+    write_json(out / "ablation-config.json", to_dict(cfg))
     log(f"lima-align ablate {cfg.name}: {len(cfg.arms)} arm(s) -> {out.resolve()}")
     if cfg.curate_demo:
         Stages(out, log).run("curate-demo", 1, lambda: prepare_demo_candidates(out, cfg))
+    if cfg.parallel > 1 and len(cfg.arms) > 1:
+        run_arms_in_processes(cfg, log)
     arms = []
-    for i, arm in enumerate(cfg.arms, 1):
+    for i, arm in enumerate(cfg.arms, 1):  # after a parallel run: every stage is done, the markers are read
         log(f"arm {i}/{len(cfg.arms)}: {arm.name}")
         arms.append(run_arm(cfg, arm, judge, log)["summary"])
     hyper = {json.dumps(a["hyperparameters"], sort_keys=True) for a in arms}

@@ -182,10 +182,6 @@ def judge_config(cfg: RecipeConfig) -> Any:
     return from_dict(JudgeConfig, values, where=f"{cfg.judge or 'recipe'} (judge)")
 
 
-def _judge_key(judge: Any) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(judge).items() if k not in ("concurrency", "max_retries", "timeout")}
-
-
 # ---------------------------------------------------------------------------------------------- stages
 def run_curate(spec: SourceSpec, out: Path, log: Log) -> dict[str, Any]:
     """One source through the ``lima-align curate`` command itself (same options, checks and audit report)."""
@@ -346,7 +342,7 @@ def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None 
                  "data": file_digest(out / "mix" / "train.jsonl")}
     r["train"] = stages.run("train", total, lambda: run_train(out, train_cfg, log), key=train_key,
                             outputs=[out / "train"])
-    select_key = {"select": to_dict(cfg.select), "judge": _judge_key(judge), "train": r["train"]["key"],
+    select_key = {"select": to_dict(cfg.select), "judge": judge.identity(), "train": r["train"]["key"],
                   "dev": file_digest(dev_prompts(cfg)) if cfg.select.enabled else None}
     r["select"] = stages.run("select", total, lambda: run_select(cfg, judge, r["train"]), key=select_key,
                              outputs=[out / "select"])
@@ -355,7 +351,7 @@ def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None 
                "samples": cfg.samples, "prompts": file_digest(prompts), "limit": cfg.test_limit, "name": cfg.name}
     r["generate"] = stages.run("generate", total, lambda: run_generate(cfg, r["select"]["checkpoint"]),
                                key=gen_key, outputs=[out / "outputs"])
-    judge_key = {"judge": _judge_key(judge), "outputs": r["generate"]["key"], "limit": cfg.judge_limit,
+    judge_key = {"judge": judge.identity(), "outputs": r["generate"]["key"], "limit": cfg.judge_limit,
                  "baselines": {b.name: file_digest(b.outputs) for b in cfg.baselines}}
     r["judge"] = stages.run("judge", total, lambda: run_judge(cfg, judge, r["generate"]["outputs"]), key=judge_key,
                             outputs=[out / "judgments"])

@@ -52,6 +52,10 @@ class JudgeConfig:
         return {"name": self.name, "kind": self.kind, "model": self.model, "base_url": self.base_url,
                 "temperature": self.temperature, "max_tokens": self.max_tokens}
 
+    def identity(self) -> dict[str, Any]:
+        """The settings that change verdicts (not where or how fast the judge runs): keys of resumable jobs."""
+        return {**self.provenance(), "seed": self.seed}
+
 
 def load_judge_config(path: str | Path | None, overrides: list[str] | None = None) -> JudgeConfig:
     return load_config(JudgeConfig, path, overrides)
