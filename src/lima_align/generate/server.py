@@ -151,13 +151,17 @@ class BatchWorker:
         self.stats.batches += 1
         self.stats.rows += len(owners)
         self.stats.max_rows = max(self.stats.max_rows, len(owners))
+        cancelled_rows = 0
         try:
             for c in self.engine.generate(requests, config, on_token=on_token,
                                           should_stop=lambda i: owners[i][0].cancelled):
                 job, choice = owners[c.index]
+                cancelled_rows += c.finish_reason == "cancelled"
                 if decoders[c.index] is not None and (rest := decoders[c.index].finish(c.text)):
                     job.send(("delta", choice, rest))
                 job.send(("done", choice, c))
+            # every row was stopped by its cancellation (a client went away between two checks of one step)
+            self.stats.abandoned += cancelled_rows == len(owners)
         except _Abandoned:
             self.stats.abandoned += 1
         except Exception as exc:  # keep serving: fail this batch's requests, not the server
