@@ -32,3 +32,17 @@ def test_module_entry_point_parses(monkeypatch):
     assert entry.main(["configs/lima.yaml", "epochs=1", "--resume"]) == 0
     assert seen["config"].epochs == 1 and seen["resume"] is True
     assert entry.main(["configs/lima.yaml", "nonsense=1"]) == 2
+
+
+def test_overrides_may_follow_options_and_unknown_options_still_fail(capsys):
+    import pytest
+
+    from lima_align.cli import main
+
+    assert main(["train", "configs/demo-cpu.yaml", "--out", "/tmp/x", "epochs=3", "--print-config",
+                 "lora.r=4"]) == 0
+    printed = capsys.readouterr().out
+    assert "epochs: 3" in printed and "out: /tmp/x" in printed and "r: 4" in printed
+    with pytest.raises(SystemExit):
+        main(["train", "configs/demo-cpu.yaml", "--out", "/tmp/x", "--epochs", "3"])
+    assert "unrecognized arguments: --epochs 3" in capsys.readouterr().err

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "beside it. Preset: configs/mix/lima-paper.yaml (the paper's mix).")
     parser.add_argument("recipe", help="mix recipe YAML (overrides the MixConfig defaults)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="recipe overrides (before --out), e.g. seed=1 strategy=longest dedup.threshold=0.8 "
+                        help="recipe overrides, e.g. seed=1 strategy=longest dedup.threshold=0.8 "
                              "base_dir=cands")
     parser.add_argument("--out", required=True, help="training set output (conversation JSONL)")
     parser.add_argument("--no-diversity", action="store_true", help="skip the embedding map (no model load)")

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="base model: built-in name, local folder or hub id")
     parser.add_argument("--out", help="run folder (checkpoints, logs)")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=handle)
 
 
@@ -30,6 +31,8 @@ def handle(args: argparse.Namespace) -> int:
         config_path, overrides = None, [config_path] + overrides
     config = config_from_args(config_path, overrides, data=args.data, model=args.model, out=args.out)
     print("# resolved config\n" + dump_yaml(config), flush=True)
+    if args.print_config:
+        return 0
     result = train(config, resume=args.resume)
     state = "stopped by SIGTERM after saving" if result.interrupted else "done"
     print(f"{state}: {result.global_step} steps, train loss {result.train_loss:.4f}; "
