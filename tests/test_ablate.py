@@ -83,3 +83,17 @@ def test_cli_prints_the_resolved_config(capsys):
     text = capsys.readouterr().out
     assert "samples: 3" in text and "epochs: 2" in text and "se-32k" in text
     assert main(["ablate", str(CONFIGS / "quantity.yaml"), "no_such_key=1"]) == 2  # a user error, one line
+
+
+def test_gpu_slots_count_within_the_visible_gpus(monkeypatch):
+    from lima_align.ablate import _slot_device
+
+    cfg = load_ablation(CONFIGS / "tiny-cpu.yaml", ["parallel=2", "devices=[cuda:0,cuda:1]"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # e.g. what a scheduler gave this job
+    assert [(_slot_device(cfg, s)[0], _slot_device(cfg, s)[1]["CUDA_VISIBLE_DEVICES"]) for s in (0, 1)] == [
+        ("cuda", "3"), ("cuda", "5")]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _slot_device(cfg, 1)[1]["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    with pytest.raises(LimaError, match="cuda:1 is not among the 1 visible GPU"):
+        _slot_device(cfg, 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lima_align.config import ConfigError
+from lima_align.errors import LimaError
 from lima_align.pipeline import SourceSpec, curate_argv, load_recipe, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +97,16 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     assert _ran(logs) == ["generate", "judge", "report"]
     rows = [json.loads(line) for line in (out / "outputs" / "tiny.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["completion_tokens"] <= 12 for r in rows)
+
+    logs.clear()  # logging settings and the run folder's spelling do not change any result: nothing re-runs
+    run_pipeline(load_recipe(TINY, [f"out={out}/../run", "sampling.max_new_tokens=12",
+                                    "train_settings.tensorboard=true"]), log=logs.append)
+    assert _ran(logs) == []
+
+    # a training change after checkpoints exist is refused, naming it (no silent deletion of hours of work)
+    with pytest.raises(LimaError, match=r"train: its settings or inputs changed since it ran \(train.lr\)"):
+        run_pipeline(load_recipe(TINY, [f"out={out}", "train_settings.lr=2e-4"]), log=lambda m: None)
+    assert (out / "train" / "checkpoint-6").is_dir()
 
     logs.clear()  # --from train: training and everything after it again
     run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append,

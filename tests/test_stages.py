@@ -75,3 +75,30 @@ def test_large_files_are_identified_without_reading_them_whole(tmp_path):
         fh.seek(FULL_HASH_LIMIT + 5)
         fh.write(b"x")
     assert file_digest(big) != digest
+
+
+def test_protected_stage_refuses_a_changed_key_naming_what_changed(tmp_path):
+    from lima_align.errors import LimaError
+
+    calls, out = [], tmp_path / "result"
+    Stages(tmp_path, lambda m: None).run("train", 1, _stage(tmp_path, calls), key={"train": {"lr": 1}, "data": "x"},
+                                         outputs=[out], protect="run with --from train")
+    with pytest.raises(LimaError, match=r"train: its settings or inputs changed since it ran \(train.lr\); run with"):
+        Stages(tmp_path, lambda m: None).run("train", 1, _stage(tmp_path, calls),
+                                             key={"train": {"lr": 2}, "data": "x"}, outputs=[out], protect="run with")
+    assert len(calls) == 1 and (out / "part1").is_file()  # nothing deleted
+
+
+def test_digests_are_cached_by_path_size_and_time(tmp_path, monkeypatch):
+    import lima_align.stages as stages
+
+    f = tmp_path / "dump.csv"
+    f.write_text("a,b\n")
+    reads = []
+    real = stages._digest
+    monkeypatch.setattr(stages, "_digest", lambda *a: reads.append(a[0]) or real(*a))
+    first = Stages(tmp_path / "run", lambda m: None).digest(f)
+    again = Stages(tmp_path / "run", lambda m: None).digest(f)  # a new run: the cache file is read back
+    assert first == again and len(reads) == 1
+    f.write_text("a,b,c\n")
+    assert Stages(tmp_path / "run", lambda m: None).digest(f) != first and len(reads) == 2

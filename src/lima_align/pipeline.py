@@ -13,7 +13,10 @@ Stages, each writing files under ``<out>/``::
 Each stage's key (:mod:`lima_align.stages`) hashes its settings, the content of the files it reads and the keys of
 the stages it reads from: a re-run skips every stage whose key is unchanged, re-runs from scratch the ones whose
 inputs or settings changed (and, through the keys, everything below them), and resumes a stage that was
-interrupted half-way. ``--from STAGE`` forces a stage (and those after it) to run again.
+interrupted half-way. Training is the exception: new data or training settings after checkpoints exist is an
+error naming what changed, not a silent deletion of hours of work; ``--from STAGE`` forces a stage (and those
+after it) to run again. Keys leave out what does not change a stage's result (the run folder's path, logging,
+the judge's concurrency), so moving a run folder or turning TensorBoard on re-runs nothing.
 
 Paths in the recipe are relative to the working folder, except the mix recipe's input paths, which are relative
 to the run folder (where ``candidates/`` is) unless ``mix_settings.base_dir`` says otherwise.
@@ -33,7 +36,7 @@ from lima_align.config import ConfigError, from_dict, read_yaml, to_dict
 from lima_align.errors import LimaError
 from lima_align.fileio import write_json
 from lima_align.generate.sampling import SamplingConfig
-from lima_align.stages import Stages, file_digest
+from lima_align.stages import Stages
 
 Log = Callable[[str], None]
 CURATE_COMMANDS = ("stackexchange", "wikihow", "reddit", "natural-instructions", "authored", "dialogue")
@@ -97,6 +100,10 @@ class RecipeConfig:
         names = [s.name for s in self.sources]
         if not all(names) or len(set(names)) != len(names):
             raise ValueError(f"every source needs a unique name, got {names}")
+        for label in [self.name, *names]:
+            if not label.replace("-", "").replace("_", "").replace(".", "").isalnum() or label == "test-prompts":
+                raise ValueError(f"{label!r}: names become file names; use letters, digits, - _ . only "
+                                 "(and not 'test-prompts')")
         for s in self.sources:
             if s.command not in CURATE_COMMANDS:
                 raise ValueError(f"source {s.name!r}: command must be one of {', '.join(CURATE_COMMANDS)}, "
@@ -149,7 +156,8 @@ def mix_config(cfg: RecipeConfig) -> Any:
     from lima_align.curate.mix import MixConfig
 
     values = _merge(read_yaml(cfg.mix) if cfg.mix else {}, cfg.mix_settings)
-    values.setdefault("base_dir", cfg.out)
+    if not values.get("base_dir"):
+        values["base_dir"] = cfg.out
     return from_dict(MixConfig, values, where=f"{cfg.mix or 'recipe'} (mix)")
 
 
@@ -182,6 +190,21 @@ def judge_config(cfg: RecipeConfig) -> Any:
     return from_dict(JudgeConfig, values, where=f"{cfg.judge or 'recipe'} (judge)")
 
 
+# Training settings that do not change the trained weights (or are set by the run): not part of its key
+TRAIN_NOT_IN_KEY = ("data", "out", "tensorboard", "logging_steps", "save_total_limit", "anomaly", "spike_factor",
+                    "loss_chunk", "gradient_checkpointing")
+
+
+def train_identity(train_cfg: Any) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(train_cfg).items() if k not in TRAIN_NOT_IN_KEY}
+
+
+def _option_paths(spec: SourceSpec) -> list[str]:
+    """Option values that name existing files (an index CSV, a site table): their content is an input too."""
+    values = [v for value in spec.options.values() for v in (value if isinstance(value, list) else [value])]
+    return [v for v in values if isinstance(v, str) and Path(v).exists()]
+
+
 # ---------------------------------------------------------------------------------------------- stages
 def run_curate(spec: SourceSpec, out: Path, log: Log) -> dict[str, Any]:
     """One source through the ``lima-align curate`` command itself (same options, checks and audit report)."""
@@ -193,7 +216,8 @@ def run_curate(spec: SourceSpec, out: Path, log: Log) -> dict[str, Any]:
         with contextlib.redirect_stderr(errors):
             args = build_parser().parse_args(argv)
     except SystemExit:
-        raise ConfigError(f"source {spec.name!r}: {errors.getvalue().strip().splitlines()[-1]}") from None
+        said = errors.getvalue().strip().splitlines() or ["invalid options"]
+        raise ConfigError(f"source {spec.name!r}: {said[-1]}") from None
     log(f"  lima-align {' '.join(argv)}")
     code = int(args.func(args) or 0)
     path = out / "candidates" / f"{spec.name}.jsonl"
@@ -205,8 +229,9 @@ def run_curate(spec: SourceSpec, out: Path, log: Log) -> dict[str, Any]:
 
 
 def run_mix(out: Path, mix: Any) -> dict[str, Any]:
-    from lima_align.curate.mix import build_mix, write_mix
+    from lima_align.curate.mix import build_mix, check_recipe, write_mix
 
+    check_recipe(mix)
     result = build_mix(mix)
     report = write_mix(result, mix, out / "mix" / "train.jsonl")
     sizes = {split: len(rows) for split, rows in result.splits.items()}
@@ -328,35 +353,39 @@ def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None 
     if rerun_from is not None:
         _forget(out, STAGES[STAGES.index(rerun_from):], cfg)
     stages = Stages(out, log)
+    digest = stages.digest
     total = len(cfg.sources) + len(STAGES) - 1
     log(f"lima-align run {cfg.name}: {total} stages -> {out.resolve()}")
     r: dict[str, Any] = {"curate": {}}
     for spec in cfg.sources:
-        key = {"spec": to_dict(spec), "inputs": [file_digest(p) for p in spec.paths]}
+        key = {"spec": to_dict(spec), "inputs": [digest(p) for p in [*spec.paths, *_option_paths(spec)]]}
         r["curate"][spec.name] = stages.run(
             f"curate-{spec.name}", total, lambda spec=spec: run_curate(spec, out, log), key=key,
             outputs=[out / "candidates" / f"{spec.name}.jsonl", out / "candidates" / f"{spec.name}.report.json"])
-    mix_key = {"mix": to_dict(mix), "inputs": {str(p): file_digest(p) for p in mix_inputs(mix)}}
+    mix_key = {"mix": {k: v for k, v in to_dict(mix).items() if k != "base_dir"},
+               "inputs": [digest(p) for p in mix_inputs(mix)]}
     r["mix"] = stages.run("mix", total, lambda: run_mix(out, mix), key=mix_key, outputs=[out / "mix"])
-    train_key = {"train": {k: v for k, v in to_dict(train_cfg).items() if k != "out"},
-                 "data": file_digest(out / "mix" / "train.jsonl")}
+    train_key = {"train": train_identity(train_cfg), "data": digest(out / "mix" / "train.jsonl")}
     r["train"] = stages.run("train", total, lambda: run_train(out, train_cfg, log), key=train_key,
-                            outputs=[out / "train"])
+                            outputs=[out / "train"],
+                            protect="run with --from train to train again (the checkpoints in "
+                                    f"{out / 'train'} are deleted then), or give the run a new 'out'")
     select_key = {"select": to_dict(cfg.select), "judge": judge.identity(), "train": r["train"]["key"],
-                  "dev": file_digest(dev_prompts(cfg)) if cfg.select.enabled else None}
+                  "dev": digest(dev_prompts(cfg)) if cfg.select.enabled else None}
     r["select"] = stages.run("select", total, lambda: run_select(cfg, judge, r["train"]), key=select_key,
-                             outputs=[out / "select"])
+                             outputs=[out / "select"] if cfg.select.enabled else [])
     prompts = Path(cfg.test_prompts) if cfg.test_prompts else out / "mix" / "train.test.jsonl"
-    gen_key = {"checkpoint": [r["select"]["key"], r["select"]["checkpoint"]], "sampling": to_dict(cfg.sampling),
-               "samples": cfg.samples, "prompts": file_digest(prompts), "limit": cfg.test_limit, "name": cfg.name}
+    gen_key = {"checkpoint": [r["select"]["key"], Path(r["select"]["checkpoint"]).name],
+               "sampling": to_dict(cfg.sampling), "samples": cfg.samples, "prompts": digest(prompts),
+               "limit": cfg.test_limit, "name": cfg.name}
     r["generate"] = stages.run("generate", total, lambda: run_generate(cfg, r["select"]["checkpoint"]),
                                key=gen_key, outputs=[out / "outputs"])
     judge_key = {"judge": judge.identity(), "outputs": r["generate"]["key"], "limit": cfg.judge_limit,
-                 "baselines": {b.name: file_digest(b.outputs) for b in cfg.baselines}}
+                 "baselines": {b.name: digest(b.outputs) for b in cfg.baselines}}
     r["judge"] = stages.run("judge", total, lambda: run_judge(cfg, judge, r["generate"]["outputs"]), key=judge_key,
-                            outputs=[out / "judgments"])
+                            outputs=[out / "judgments"] if cfg.baselines else [])
     r["report"] = stages.run("report", total, lambda: run_report(cfg, r["judge"]["judgments"]),
-                             key={"judge": r["judge"]["key"]}, outputs=[out / "report"])
+                             key={"judge": r["judge"]["key"]}, outputs=[out / "report"] if cfg.baselines else [])
     write_json(out / "run-summary.json", r)
     log(f"done: checkpoint {r['select']['checkpoint']}; answers {r['generate']['outputs']}; "
         f"report {r['report'].get('report')}")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from lima_align.errors import LimaError
 from lima_align.fileio import write_json
 
 Log = Callable[[str], None]
@@ -39,18 +40,32 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_digest(path: str | Path) -> str:
-    """Content identity of a file or folder (recursively; names and contents); missing paths are an identity too."""
+def file_digest(path: str | Path, cache: dict[str, str] | None = None) -> str:
+    """Content identity of a file or folder (recursively; names and contents); missing paths are an identity too.
+
+    ``cache`` maps ``path:size:mtime`` to a digest already computed (so that a re-run does not read every file of
+    a dump folder again); new digests are added to it.
+    """
     p = Path(path)
     if p.is_dir():
         h = hashlib.sha256()
         for child in sorted(p.rglob("*")):
             if child.is_file():
-                h.update(f"{child.relative_to(p).as_posix()}\0{file_digest(child)}\n".encode())
+                h.update(f"{child.relative_to(p).as_posix()}\0{file_digest(child, cache)}\n".encode())
         return "dir:" + h.hexdigest()[:16]
     if not p.is_file():
         return "missing"
-    size = p.stat().st_size
+    stat = p.stat()
+    memo = f"{p.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if cache is not None and memo in cache:
+        return cache[memo]
+    digest = _digest(p, stat.st_size, stat.st_mtime_ns)
+    if cache is not None:
+        cache[memo] = digest
+    return digest
+
+
+def _digest(p: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with p.open("rb") as fh:
         if size <= FULL_HASH_LIMIT:
@@ -60,7 +75,7 @@ def file_digest(path: str | Path) -> str:
         h.update(fh.read(_EDGE))
         fh.seek(size - _EDGE)
         h.update(fh.read(_EDGE))
-    return f"large:{size}:{p.stat().st_mtime_ns}:{h.hexdigest()[:16]}"
+    return f"large:{size}:{mtime_ns}:{h.hexdigest()[:16]}"
 
 
 def _remove(path: Path) -> None:
@@ -78,10 +93,24 @@ class Stages:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.count = 0
+        cache = self.dir / "digests.json"
+        self.digests: dict[str, str] = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+
+    def digest(self, path: str | Path) -> str:
+        """:func:`file_digest` with this run folder's cache of digests (saved at once)."""
+        before = len(self.digests)
+        digest = file_digest(path, self.digests)
+        if len(self.digests) != before:
+            write_json(self.dir / "digests.json", self.digests)
+        return digest
 
     def run(self, name: str, total: int, fn: Callable[[], dict[str, Any]], *, key: Any = None,
-            outputs: Sequence[Path] = ()) -> dict[str, Any]:
-        """Run ``fn`` unless an earlier run finished it with the same key; returns its summary (with ``key``)."""
+            outputs: Sequence[Path] = (), protect: str | None = None) -> dict[str, Any]:
+        """Run ``fn`` unless an earlier run finished it with the same key; returns its summary (with ``key``).
+
+        ``protect``: when the key changed and the stage's outputs exist, refuse (with this hint) instead of
+        deleting them: for outputs that cost hours, such as trained checkpoints.
+        """
         self.count += 1
         tag = f"[{self.count}/{total}] {name}"
         marker, started = self.dir / f"{name}.json", self.dir / f"{name}.started.json"
@@ -90,9 +119,15 @@ class Stages:
         if done is not None and done.get("key") == want and all(Path(p).exists() for p in outputs):
             self.log(f"{tag}: done in an earlier run, skipped ({marker})")
             return done
-        begun = json.loads(started.read_text(encoding="utf-8")).get("key") if started.is_file() else None
-        if done is not None or (started.is_file() and begun != want):
-            why = "outputs missing" if done is not None and done.get("key") == want else "settings or inputs changed"
+        begun = json.loads(started.read_text(encoding="utf-8")) if started.is_file() else None
+        if done is not None or (begun is not None and begun.get("key") != want):
+            changed = (done or begun or {}).get("key") != want
+            if changed and protect and any(Path(p).exists() for p in outputs):
+                before, now = (done or begun or {}).get("inputs") or {}, _flat(key) or {}
+                what = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                raise LimaError(f"{name}: its settings or inputs changed since it ran ({', '.join(what) or '?'}); "
+                                f"{protect}")
+            why = "settings or inputs changed" if changed else "outputs missing"
             self.log(f"{tag}: {why} since the last run: starting it again from scratch")
             for path in outputs:
                 _remove(Path(path))
@@ -101,12 +136,28 @@ class Stages:
             self.log(f"{tag}: interrupted earlier, resuming ...")
         else:
             self.log(f"{tag} ...")
-        write_json(started, {"key": want, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        inputs = _flat(key) if protect else None
+        write_json(started, {"key": want, "inputs": inputs, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         begin = time.perf_counter()
         info = fn()
         info["seconds"] = round(time.perf_counter() - begin, 1)
         info["key"] = want
+        if inputs is not None:
+            info["inputs"] = inputs
         write_json(marker, info)
         os.unlink(started)
         self.log(f"{tag}: {info['seconds']} s - {info.get('summary', '')}")
         return info
+
+
+def _flat(key: Any) -> dict[str, Any] | None:
+    """A key as ``{dotted.name: value}`` (to name what changed), or None when it is not a mapping."""
+    if not isinstance(key, dict):
+        return None
+    out: dict[str, Any] = {}
+    for k, v in key.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in (_flat(v) or {}).items()})
+        else:
+            out[str(k)] = json.loads(json.dumps(v, default=str))
+    return out

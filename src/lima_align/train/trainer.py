@@ -30,6 +30,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from lima_align.config import to_dict
+from lima_align.errors import LimaError
 from lima_align.train.callbacks import AnomalyCallback, SigtermCallback
 from lima_align.train.checkpoint import CheckpointCallback, complete_checkpoints, last_complete_checkpoint
 from lima_align.train.collate import make_collator
@@ -75,7 +76,16 @@ class LimaTrainer(Trainer):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, BatchRebalanceSampler):
             sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            self._rebalance = sampler
         return sampler
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        # the epoch's shuffle must follow the epoch even when a resumed loader is wrapped (skip_first_batches
+        # under DDP) so deeply that Trainer's own set_epoch does not reach the sampler
+        sampler = getattr(self, "_rebalance", None)
+        if sampler is not None and "epoch" in kwargs:
+            sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
@@ -150,6 +160,10 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
                   run_info: dict[str, Any], callbacks: Sequence[Any] = ()) -> LimaTrainer:
     """The Trainer for a prepared model, tokenizer and rendered dataset."""
     world_size = max(1, int(__import__("os").environ.get("WORLD_SIZE", "1")))
+    if world_size == 1 and torch.cuda.device_count() > 1:  # Trainer would use DataParallel: batch x GPUs
+        raise LimaError(f"{torch.cuda.device_count()} GPUs are visible to one process: launch one process per GPU "
+                        "(accelerate launch -m lima_align.train ... / torchrun), or pick one GPU with "
+                        "CUDA_VISIBLE_DEVICES=0")
     flash = config.attn_implementation == "flash_attention_2"
     trainer_callbacks = [CheckpointCallback(run_info), SigtermCallback(),
                          AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
