@@ -86,7 +86,7 @@ def test_cli_prints_the_resolved_config(capsys):
 
 
 def test_gpu_slots_count_within_the_visible_gpus(monkeypatch):
-    from lima_align.ablate import _slot_device
+    from lima_align.arm_processes import _slot_device
 
     cfg = load_ablation(CONFIGS / "tiny-cpu.yaml", ["parallel=2", "devices=[cuda:0,cuda:1]"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # e.g. what a scheduler gave this job

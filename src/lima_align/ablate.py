@@ -331,95 +331,6 @@ def write_report(cfg: AblationConfig, arms: list[dict[str, Any]]) -> dict[str, A
     return summary
 
 
-def _slot_device(cfg: AblationConfig, slot: int) -> tuple[str | None, dict[str, str]]:
-    """The device a parallel slot uses, and the environment that pins its process to it."""
-    import os
-
-    device = cfg.devices[slot % len(cfg.devices)] if cfg.devices else cfg.device
-    env = dict(os.environ)
-    if device and device.startswith("cuda:"):  # the process sees only its GPU, as cuda:0 (training uses it too)
-        index = device.split(":", 1)[1]
-        visible = [v for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-        if visible:  # cuda:N counts within the GPUs this process was given (a scheduler's mask)
-            if not index.isdigit() or int(index) >= len(visible):
-                raise LimaError(f"devices: {device} is not among the {len(visible)} visible GPU(s)")
-            index = visible[int(index)]
-        env["CUDA_VISIBLE_DEVICES"] = index
-        device = "cuda"
-    elif device == "cpu" or not device:  # share the cores instead of oversubscribing them
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.parallel)))
-    return device, env
-
-
-def run_arms_in_processes(cfg: AblationConfig, log: Log) -> None:
-    """Run the arms ``cfg.parallel`` at a time, each as ``lima-align ablate RESOLVED.yaml --arm NAME`` in its own
-    process (and device slot); each arm's output goes to ``arms/<name>/log.txt``."""
-    import queue
-    import signal
-    import subprocess
-    import sys
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from lima_align.config import dump_yaml
-
-    out = Path(cfg.out)
-    resolved = out / "ablation-resolved.yaml"
-    with atomic_write(resolved) as fh:
-        fh.write(dump_yaml(cfg))
-    slots: queue.Queue[int] = queue.Queue()
-    for slot in range(cfg.parallel):
-        slots.put(slot)
-
-    def one(arm: ArmConfig) -> tuple[str, int, Path]:
-        slot = slots.get()
-        try:
-            device, env = _slot_device(cfg, slot)
-            logfile = out / "arms" / arm.name / "log.txt"
-            logfile.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "lima_align", "ablate", str(resolved),
-                   *([f"device={device}"] if device else []), "--arm", arm.name]
-            log(f"arm {arm.name}: started in its own process (slot {slot}, device {device or 'auto'}) -> {logfile}")
-            with logfile.open("a", encoding="utf-8") as fh:
-                with lock:
-                    if stopping.is_set():
-                        return arm.name, -1, logfile
-                    child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-                    children.append(child)
-                code = child.wait()
-            log(f"arm {arm.name}: {'finished' if code == 0 else f'FAILED (exit {code})'}")
-            return arm.name, code, logfile
-        finally:
-            slots.put(slot)
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    children: list[subprocess.Popen] = []
-    lock, stopping = threading.Lock(), threading.Event()
-    pool = ThreadPoolExecutor(cfg.parallel)
-    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
-    try:
-        results = list(pool.map(one, cfg.arms))
-    finally:  # interrupted (Ctrl-C, SIGTERM, an error): the arms stop too (training saves first), no orphans
-        with lock:
-            stopping.set()
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    failed = [f"{name} (see {path})" for name, code, path in results if code != 0]
-    if failed:
-        raise LimaError(f"arm(s) failed: {', '.join(failed)}; run again to resume them")
-
-
 def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None = None) -> dict[str, Any]:
     """Run every arm (``parallel`` at a time; skipping completed stages), then the plot and the summary files.
     ``only_arm``: run that arm's stages and stop (what each parallel process does)."""
@@ -436,6 +347,8 @@ def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None 
     if cfg.curate_demo:
         Stages(out, log).run("curate-demo", 1, lambda: prepare_demo_candidates(out, cfg))
     if cfg.parallel > 1 and len(cfg.arms) > 1:
+        from lima_align.arm_processes import run_arms_in_processes
+
         run_arms_in_processes(cfg, log)
     arms = []
     for i, arm in enumerate(cfg.arms, 1):  # after a parallel run: every stage is done, the markers are read
