@@ -29,13 +29,14 @@ from .conftest import small_config
 RUNNER = Path(__file__).with_name("_runner.py")
 
 
-def _launch(config, path: Path, processes: int) -> dict:
-    path.write_text(json.dumps({**dataclasses.asdict(config), "lora": {}}))
+def _launch(config, path: Path, processes: int, *options: str) -> dict:
+    if config is not None:
+        path.write_text(json.dumps({**dataclasses.asdict(config), "lora": {}}))
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone",
                                           f"--nproc_per_node={processes}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, *launcher, str(RUNNER), str(path)], capture_output=True, text=True,
-                          timeout=240, env=env)
+    done = subprocess.run([sys.executable, *launcher, str(RUNNER), str(path), *options], capture_output=True,
+                          text=True, timeout=240, env=env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -63,3 +64,24 @@ def test_two_cpu_processes_match_one_process(lima_path, base_tokenizer, tmp_path
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_two_processes_resume_mid_epoch_like_an_uninterrupted_run(lima_path, base_tokenizer, tmp_path):
+    # SIGTERM in both processes at step 2: step 3 (the middle of epoch 2) is saved and the run stops; resumed, it
+    # must see the rest of epoch 2's shuffle, not epoch 1's again (the sampler sits under DDP's resume wrappers)
+    runs = {}
+    for name in ("full", "termed"):
+        config = small_config(lima_path, tmp_path / name, max_examples=16, epochs=2, batch_size=8,
+                              micro_batch_size=2, residual_dropout=0.0)
+        runs[name] = tmp_path / f"{name}.json"
+        runs[name].write_text(json.dumps({**dataclasses.asdict(config), "lora": {}}))
+    _launch(None, runs["full"], 2)
+    termed = _launch(None, runs["termed"], 2, "--term-at", "2")
+    assert termed["interrupted"] is True
+    assert complete_checkpoints(tmp_path / "termed")[-1].name == "checkpoint-3"
+    _launch(None, runs["termed"], 2, "--resume")
+    final = [complete_checkpoints(tmp_path / n)[-1] for n in ("full", "termed")]
+    assert [c.name for c in final] == ["checkpoint-4", "checkpoint-4"]
+    expected, got = (load_file(str(c / "model.safetensors")) for c in final)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
