@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,10 +109,14 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
         run_pipeline(load_recipe(TINY, [f"out={out}", "train_settings.lr=2e-4"]), log=lambda m: None)
     assert (out / "train" / "checkpoint-6").is_dir()
 
-    logs.clear()  # --from train: training and everything after it again
-    run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append,
-                 rerun_from="train")
+    logs.clear()  # --from train: training and everything after it again, this time under a launcher (torchrun)
+    launch = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 1"
+    result = run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12", f"train_launch={launch}"]),
+                          log=logs.append, rerun_from="train")
     assert _ran(logs) == ["train", "select", "generate", "judge", "report"]
+    assert any("-m lima_align.train" in line for line in logs) and (out / "train-config.yaml").is_file()
+    assert result["train"]["steps"] == 6 and result["train"]["last_loss"] is not None
+    assert [Path(c).name for c in result["train"]["checkpoints"]] == ["checkpoint-3", "checkpoint-6"]
 
 
 def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_path, monkeypatch):
@@ -132,3 +137,4 @@ def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_p
     assert train.data == str(tmp_path / "mix" / "train.jsonl") and train.out == str(tmp_path / "train")
     assert [b.name for b in cfg.baselines] == ["alpaca-65b", "text-davinci-003", "bard", "claude", "gpt-4"]
     assert cfg.select.epochs == "5-10" and cfg.sampling.repetition_penalty == 1.2
+    assert cfg.train_launch.startswith("accelerate launch")

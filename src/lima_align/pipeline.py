@@ -84,6 +84,8 @@ class RecipeConfig:
     mix_settings: dict[str, Any] = field(default_factory=dict)  # MixConfig keys merged over the file's
     train: str = ""  # a training config YAML (configs/lima*.yaml)
     train_settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys merged over the file's
+    train_launch: str = ""  # "": train in this process; else a launcher, e.g. "torchrun --nproc_per_node 8" or
+    #                         "accelerate launch --config_file fsdp.yaml" (runs LAUNCH -m lima_align.train ...)
     select: SelectSpec = field(default_factory=SelectSpec)
     test_prompts: str = ""  # "" = the mix's test split
     test_limit: int = 0  # > 0: only the first N test prompts
@@ -241,18 +243,52 @@ def run_mix(out: Path, mix: Any) -> dict[str, Any]:
                                                                            else "")}
 
 
-def run_train(out: Path, train_cfg: Any, log: Log) -> dict[str, Any]:
+def run_train(out: Path, train_cfg: Any, log: Log, launch: str = "") -> dict[str, Any]:
+    """Train in this process, or with ``launch`` (e.g. ``torchrun --nproc_per_node 8``) as
+    ``LAUNCH -m lima_align.train <out>/train-config.yaml``; either way resuming from the last complete checkpoint."""
+    from lima_align.train.checkpoint import complete_checkpoints
     from lima_align.train.run import train
 
-    result = train(train_cfg, resume=(out / "train").is_dir(), log=lambda m: log("  " + m))
-    if result.interrupted:
-        raise LimaError(f"training stopped by SIGTERM at step {result.global_step}; run again to resume")
-    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    resume = (out / "train").is_dir()
+    if launch:
+        history = _launch_training(out, train_cfg, log, launch, resume)
+        checkpoints, steps = complete_checkpoints(out / "train"), (history[-1].get("step", 0) if history else 0)
+    else:
+        result = train(train_cfg, resume=resume, log=lambda m: log("  " + m))
+        if result.interrupted:
+            raise LimaError(f"training stopped by SIGTERM at step {result.global_step}; run again to resume")
+        history, checkpoints, steps = result.log_history, result.checkpoints, result.global_step
+    if not checkpoints:
+        raise LimaError(f"training wrote no complete checkpoint in {out / 'train'}")
+    losses = [h["loss"] for h in history if "loss" in h]
     gc.collect()
-    return {"checkpoints": [str(c) for c in result.checkpoints], "checkpoint": str(result.checkpoints[-1]),
-            "steps": result.global_step, "last_loss": losses[-1] if losses else None,
-            "summary": f"{result.global_step} steps, {len(result.checkpoints)} checkpoint(s)"
+    return {"checkpoints": [str(c) for c in checkpoints], "checkpoint": str(checkpoints[-1]),
+            "steps": steps, "last_loss": losses[-1] if losses else None,
+            "summary": f"{steps} steps, {len(checkpoints)} checkpoint(s)"
                        + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "")}
+
+
+def _launch_training(out: Path, train_cfg: Any, log: Log, launch: str, resume: bool) -> list[dict[str, Any]]:
+    """Run the training module under a launcher; returns the last checkpoint's log history."""
+    import json
+    import shlex
+    import subprocess
+
+    from lima_align.config import dump_yaml
+    from lima_align.fileio import atomic_write
+    from lima_align.train.checkpoint import complete_checkpoints
+
+    config = out / "train-config.yaml"
+    with atomic_write(config) as fh:
+        fh.write(dump_yaml(train_cfg))
+    cmd = [*shlex.split(launch), "-m", "lima_align.train", str(config), *(["--resume"] if resume else [])]
+    log(f"  {' '.join(cmd)}")
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        raise LimaError(f"training under '{launch}' exited with code {code}; run again to resume")
+    checkpoints = complete_checkpoints(out / "train")
+    state = checkpoints[-1] / "trainer_state.json" if checkpoints else None
+    return json.loads(state.read_text(encoding="utf-8"))["log_history"] if state and state.is_file() else []
 
 
 def dev_prompts(cfg: RecipeConfig) -> Path:
@@ -366,7 +402,7 @@ def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None 
                "inputs": [digest(p) for p in mix_inputs(mix)]}
     r["mix"] = stages.run("mix", total, lambda: run_mix(out, mix), key=mix_key, outputs=[out / "mix"])
     train_key = {"train": train_identity(train_cfg), "data": digest(out / "mix" / "train.jsonl")}
-    r["train"] = stages.run("train", total, lambda: run_train(out, train_cfg, log), key=train_key,
+    r["train"] = stages.run("train", total, lambda: run_train(out, train_cfg, log, cfg.train_launch), key=train_key,
                             outputs=[out / "train"],
                             protect="run with --from train to train again (the checkpoints in "
                                     f"{out / 'train'} are deleted then), or give the run a new 'out'")

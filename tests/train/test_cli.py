@@ -32,6 +32,10 @@ def test_module_entry_point_parses(monkeypatch):
     assert entry.main(["configs/lima.yaml", "epochs=1", "--resume"]) == 0
     assert seen["config"].epochs == 1 and seen["resume"] is True
     assert entry.main(["configs/lima.yaml", "nonsense=1"]) == 2
+    # stopped by SIGTERM (saved, not finished): a non-zero exit, so that a launcher's caller does not move on
+    monkeypatch.setattr(entry, "train", lambda config, resume: type("R", (), {"global_step": 3, "train_loss": 1.0,
+                                                                              "interrupted": True})())
+    assert entry.main(["configs/lima.yaml"]) == 143
 
 
 def test_overrides_may_follow_options_and_unknown_options_still_fail(capsys):

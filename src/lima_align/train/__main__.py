@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except LimaError as exc:
         print(f"lima-align: error: {exc}", file=sys.stderr)
         return 2
+    if getattr(result, "interrupted", False):  # saved and stopped: not done (a pipeline must not move on)
+        print(f"stopped by SIGTERM after saving: {result.global_step} steps; --resume continues", file=sys.stderr)
+        return 143
     print(f"done: {result.global_step} steps, train loss {result.train_loss}")
     return 0
 
