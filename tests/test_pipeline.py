@@ -138,3 +138,14 @@ def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_p
     assert [b.name for b in cfg.baselines] == ["alpaca-65b", "text-davinci-003", "bard", "claude", "gpt-4"]
     assert cfg.select.epochs == "5-10" and cfg.sampling.repetition_penalty == 1.2
     assert cfg.train_launch.startswith("accelerate launch")
+
+
+def test_missing_inputs_are_listed_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = load_recipe(REPO / "configs" / "recipes" / "lima-paper.yaml", [f"out={tmp_path / 'run'}"])
+    with pytest.raises(LimaError) as err:
+        run_pipeline(cfg, log=lambda m: None)
+    message = str(err.value)
+    assert "source 'stackexchange': dumps/stackexchange/" in message and "source 'authored': authored/" in message
+    assert "baseline 'gpt-4': baselines/gpt-4.jsonl" in message
+    assert not (tmp_path / "run").exists()  # nothing started

@@ -378,10 +378,23 @@ def run_report(cfg: RecipeConfig, judgments: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ run
+def check_inputs(cfg: RecipeConfig) -> None:
+    """Every file the recipe names (dumps, baselines, prompts), checked before hours of work start."""
+    named = [(f"source {s.name!r}", p) for s in cfg.sources for p in s.paths]
+    named += [(f"baseline {b.name!r}", b.outputs) for b in cfg.baselines]
+    named += [(what, path) for what, path in (("test_prompts", cfg.test_prompts), ("select.dev", cfg.select.dev),
+                                               ("mix", cfg.mix), ("train", cfg.train), ("judge", cfg.judge)) if path]
+    missing = [f"{what}: {path}" for what, path in named if not Path(path).exists()]
+    if missing:
+        raise LimaError(f"the recipe names files that do not exist (paths are relative to {Path.cwd()}): "
+                        + "; ".join(missing))
+
+
 def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None = None) -> dict[str, Any]:
     """Run every stage in order, skipping the ones already done with the same inputs and settings."""
     if rerun_from is not None and rerun_from not in STAGES:
         raise LimaError(f"--from: expected one of {', '.join(STAGES)}, got {rerun_from!r}")
+    check_inputs(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "recipe.json", to_dict(cfg))
