@@ -8,7 +8,8 @@ plus ``key=value`` overrides). Every arm runs the same stages, one arm after the
 
 then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
 With ``parallel: N`` the arms run N at a time, each in its own process pinned to one of ``devices`` (e.g. one
-GPU each); the plot waits for all of them. Each arm lives in ``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.stages.Stages`), so a
+GPU each; :mod:`lima_align.arm_processes`); the plot waits for all of them. Each arm lives in
+``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.stages.Stages`), so a
 re-run skips finished stages and arms (training resumes from its last complete checkpoint; generation and judging
 resume row by row). An arm whose resolved settings changed since its markers were written is an error, not a
 silent reuse of stale results.
