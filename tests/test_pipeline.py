@@ -11,7 +11,7 @@ import pytest
 
 from lima_align.config import ConfigError
 from lima_align.errors import LimaError
-from lima_align.pipeline import SourceSpec, curate_argv, load_recipe, run_pipeline
+from lima_align.pipeline import SourceSpec, curate_argv, load_recipe, run_pipeline, stage_status
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -92,6 +92,8 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     logs.clear()
     run_pipeline(load_recipe(TINY, [f"out={out}"]), log=logs.append)
     assert _ran(logs) == [] and sum("skipped" in line for line in logs) == len(all_stages)
+    status = stage_status(load_recipe(TINY, [f"out={out}"]))
+    assert [n for n, _ in status] == all_stages and all(state.startswith("done in ") for _, state in status)
 
     logs.clear()  # a decoding change: the answers, their judgments and the report are redone, nothing before
     run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append)

@@ -441,6 +441,26 @@ def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None 
     return r
 
 
+def stage_status(cfg: RecipeConfig) -> list[tuple[str, str]]:
+    """``(stage, state)`` from the run folder's markers, without running anything: "done in N s: summary",
+    "interrupted (resumes)", or "not run". A changed recipe may still redo a done stage (its key is checked on run)."""
+    import json
+
+    names = [f"curate-{s.name}" for s in cfg.sources] + list(STAGES[1:])
+    folder = Path(cfg.out) / "stages"
+    rows = []
+    for name in names:
+        marker, started = folder / f"{name}.json", folder / f"{name}.started.json"
+        if marker.is_file():
+            info = json.loads(marker.read_text(encoding="utf-8"))
+            rows.append((name, f"done in {info.get('seconds', '?')} s: {info.get('summary', '')}"))
+        elif started.is_file():
+            rows.append((name, "interrupted (a run resumes it)"))
+        else:
+            rows.append((name, "not run"))
+    return rows
+
+
 def _forget(out: Path, names: tuple[str, ...], cfg: RecipeConfig) -> None:
     """Drop the markers of these stages (``--from``) so they run again; their outputs are redone from scratch."""
     expanded = [f"curate-{s.name}" for s in cfg.sources] if "curate" in names else []

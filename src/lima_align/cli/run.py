@@ -22,16 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="rerun_from", choices=STAGES, metavar="STAGE",
                         help=f"run this stage and every later one again ({', '.join(STAGES)})")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    parser.add_argument("--status", action="store_true", help="print each stage's state in the run folder and exit")
     parser.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lima_align.config import dump_yaml
-    from lima_align.pipeline import load_recipe, run_pipeline
+    from lima_align.pipeline import load_recipe, run_pipeline, stage_status
 
     cfg = load_recipe(args.config, args.overrides)
     if args.print_config:
         print(dump_yaml(cfg), end="")
+        return 0
+    if args.status:
+        for name, state in stage_status(cfg):
+            print(f"{name:<28} {state}")
         return 0
     run_pipeline(cfg, rerun_from=args.rerun_from)
     return 0
