@@ -120,6 +120,14 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     assert result["train"]["steps"] == 6 and result["train"]["last_loss"] is not None
     assert [Path(c).name for c in result["train"]["checkpoints"]] == ["checkpoint-3", "checkpoint-6"]
 
+    logs.clear()  # a moved run folder: the stages recorded the old paths; new answers still find the checkpoint
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    run_pipeline(load_recipe(TINY, [f"out={moved}", "sampling.max_new_tokens=10", f"train_launch={launch}"]),
+                 log=logs.append)
+    assert _ran(logs) == ["generate", "judge", "report"]
+    assert (moved / "outputs" / "tiny.jsonl").is_file()
+
 
 def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_path, monkeypatch):
     from lima_align.cli import build_parser

@@ -301,8 +301,8 @@ def run_select(cfg: RecipeConfig, judge: Any, train_info: dict[str, Any]) -> dic
 
     out = Path(cfg.out)
     if not cfg.select.enabled:
-        return {"checkpoint": train_info["checkpoint"], "method": "last checkpoint",
-                "summary": f"selection off: {train_info['checkpoint']}"}
+        last = out / "train" / Path(train_info["checkpoint"]).name
+        return {"checkpoint": str(last), "method": "last checkpoint", "summary": f"selection off: {last}"}
     dev = dev_prompts(cfg)
     if not dev.is_file() or not dev.read_text(encoding="utf-8").strip():
         raise LimaError(f"checkpoint selection needs dev prompts: {dev} is missing or empty (give the mix a dev "
@@ -423,21 +423,24 @@ def run_pipeline(cfg: RecipeConfig, log: Log = print, *, rerun_from: str | None 
                   "dev": digest(dev_prompts(cfg)) if cfg.select.enabled else None}
     r["select"] = stages.run("select", total, lambda: run_select(cfg, judge, r["train"]), key=select_key,
                              outputs=[out / "select"] if cfg.select.enabled else [])
+    # paths recorded by an earlier run may spell another folder (a moved run): take names, rebuild under out
+    checkpoint = out / "train" / Path(r["select"]["checkpoint"]).name
     prompts = Path(cfg.test_prompts) if cfg.test_prompts else out / "mix" / "train.test.jsonl"
-    gen_key = {"checkpoint": [r["select"]["key"], Path(r["select"]["checkpoint"]).name],
+    gen_key = {"checkpoint": [r["select"]["key"], checkpoint.name],
                "sampling": to_dict(cfg.sampling), "samples": cfg.samples, "prompts": digest(prompts),
                "limit": cfg.test_limit, "name": cfg.name}
-    r["generate"] = stages.run("generate", total, lambda: run_generate(cfg, r["select"]["checkpoint"]),
+    r["generate"] = stages.run("generate", total, lambda: run_generate(cfg, str(checkpoint)),
                                key=gen_key, outputs=[out / "outputs"])
     judge_key = {"judge": judge.identity(), "outputs": r["generate"]["key"], "limit": cfg.judge_limit,
                  "baselines": {b.name: digest(b.outputs) for b in cfg.baselines}}
-    r["judge"] = stages.run("judge", total, lambda: run_judge(cfg, judge, r["generate"]["outputs"]), key=judge_key,
+    answers = out / "outputs" / f"{cfg.name}.jsonl"
+    r["judge"] = stages.run("judge", total, lambda: run_judge(cfg, judge, str(answers)), key=judge_key,
                             outputs=[out / "judgments"] if cfg.baselines else [])
-    r["report"] = stages.run("report", total, lambda: run_report(cfg, r["judge"]["judgments"]),
+    judgments = [str(out / "judgments" / f"{cfg.name}-vs-{b.name}.jsonl") for b in cfg.baselines]
+    r["report"] = stages.run("report", total, lambda: run_report(cfg, judgments),
                              key={"judge": r["judge"]["key"]}, outputs=[out / "report"] if cfg.baselines else [])
     write_json(out / "run-summary.json", r)
-    log(f"done: checkpoint {r['select']['checkpoint']}; answers {r['generate']['outputs']}; "
-        f"report {r['report'].get('report')}")
+    log(f"done: checkpoint {checkpoint}; answers {answers}; report {r['report'].get('report') and out / 'report'}")
     return r
 
 
