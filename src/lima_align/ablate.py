@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lima_align.config import ConfigError, from_dict, read_yaml, to_dict
+from lima_align.config import ConfigError, from_dict, to_dict, yaml_with
 from lima_align.demo import DEMO_DATA
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
@@ -101,13 +101,6 @@ def load_ablation(path: str | Path, overrides: list[str] | None = None) -> Ablat
 
 
 # ------------------------------------------------------------------------------------------- resolving
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
@@ -117,7 +110,7 @@ def mix_config(cfg: AblationConfig, arm: ArmConfig) -> Any:
     from lima_align.config import _set_dotted, parse_override
     from lima_align.curate.mix import MixConfig
 
-    values = _merge(read_yaml(arm.mix) if arm.mix else {}, arm.recipe)
+    values = yaml_with(arm.mix, arm.recipe)
     for item in arm.overrides:
         _set_dotted(values, *parse_override(item))
     values.setdefault("seed", cfg.seed)
@@ -150,12 +143,9 @@ def shared_hyperparameters(train_cfg: Any) -> dict[str, Any]:
 
 
 def judge_config(cfg: AblationConfig) -> Any:
-    from lima_align.evaluate.judge_config import JudgeConfig
+    from lima_align.evaluate.judge_config import judge_from
 
-    values = _merge(read_yaml(cfg.judge) if cfg.judge else {}, cfg.judge_settings)
-    if cfg.device and values.get("kind") == "local":
-        values.setdefault("device", cfg.device)
-    return from_dict(JudgeConfig, values, where="ablation judge")
+    return judge_from(cfg.judge, cfg.judge_settings, cfg.device, where="ablation judge")
 
 
 # ---------------------------------------------------------------------------------------------- stages

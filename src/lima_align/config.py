@@ -56,6 +56,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``; nested mappings are merged key by key (a new dict; neither input changes)."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = deep_merge(out[key], value) if both else value
+    return out
+
+
+def yaml_with(path: str | Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """A YAML file's mapping (``{}`` without a file) with inline ``settings`` merged over it."""
+    return deep_merge(read_yaml(path) if path else {}, settings)
+
+
 def parse_override(item: str) -> tuple[str, str]:
     """Split ``key=value`` (the value stays text; it is typed against the field later)."""
     key, sep, value = item.partition("=")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lima_align.config import ConfigError, from_dict, read_yaml, to_dict
+from lima_align.config import ConfigError, from_dict, to_dict, yaml_with
 from lima_align.errors import LimaError
 from lima_align.fileio import write_json
 from lima_align.generate.sampling import SamplingConfig
@@ -130,13 +130,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
 
 
 # ------------------------------------------------------------------------------------------- resolving
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def curate_argv(spec: SourceSpec, out: Path) -> list[str]:
     """The ``lima-align curate`` arguments of a source (options: ``key: value``, ``true`` = flag, lists repeat)."""
     argv = [spec.command, *spec.paths, "--out", str(out / "candidates" / f"{spec.name}.jsonl"),
@@ -157,7 +150,7 @@ def curate_argv(spec: SourceSpec, out: Path) -> list[str]:
 def mix_config(cfg: RecipeConfig) -> Any:
     from lima_align.curate.mix import MixConfig
 
-    values = _merge(read_yaml(cfg.mix) if cfg.mix else {}, cfg.mix_settings)
+    values = yaml_with(cfg.mix, cfg.mix_settings)
     if not values.get("base_dir"):
         values["base_dir"] = cfg.out
     return from_dict(MixConfig, values, where=f"{cfg.mix or 'recipe'} (mix)")
@@ -175,7 +168,7 @@ def mix_inputs(mix: Any) -> list[Path]:
 def train_config(cfg: RecipeConfig) -> Any:
     from lima_align.train.recipe import TrainConfig
 
-    values = _merge(read_yaml(cfg.train) if cfg.train else {}, cfg.train_settings)
+    values = yaml_with(cfg.train, cfg.train_settings)
     for key in ("data", "out"):
         if key in cfg.train_settings:
             raise ConfigError(f"train_settings.{key} is set by the run (mix/train.jsonl, <out>/train)")
@@ -184,12 +177,9 @@ def train_config(cfg: RecipeConfig) -> Any:
 
 
 def judge_config(cfg: RecipeConfig) -> Any:
-    from lima_align.evaluate.judge_config import JudgeConfig
+    from lima_align.evaluate.judge_config import judge_from
 
-    values = _merge(read_yaml(cfg.judge) if cfg.judge else {}, cfg.judge_settings)
-    if cfg.device and values.get("kind") == "local":
-        values.setdefault("device", cfg.device)
-    return from_dict(JudgeConfig, values, where=f"{cfg.judge or 'recipe'} (judge)")
+    return judge_from(cfg.judge, cfg.judge_settings, cfg.device, where=f"{cfg.judge or 'recipe'} (judge)")
 
 
 # Training settings that do not change the trained weights (or are set by the run): not part of its key

@@ -61,6 +61,17 @@ def load_judge_config(path: str | Path | None, overrides: list[str] | None = Non
     return load_config(JudgeConfig, path, overrides)
 
 
+def judge_from(path: str | Path | None, settings: dict[str, Any], device: str | None = None,
+               where: str = "judge") -> JudgeConfig:
+    """A judge YAML with inline settings over it; ``device`` is the default device of a local judge."""
+    from lima_align.config import from_dict, yaml_with
+
+    values = yaml_with(path, settings)
+    if device and values.get("kind") == "local":
+        values.setdefault("device", device)
+    return from_dict(JudgeConfig, values, where=where)
+
+
 def build_client(config: JudgeConfig) -> ChatJudge:
     """The client a config describes (a local model is loaded here)."""
     if config.kind == "local":
