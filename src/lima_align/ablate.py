@@ -193,18 +193,10 @@ def test_prompts_path(cfg: AblationConfig, arm_dir: Path) -> Path:
 
 def _limited_prompts(cfg: AblationConfig, arm_dir: Path) -> Path:
     """The test prompts this arm answers (the first ``test_limit`` when set), copied into the arm folder."""
-    from lima_align.formats import read_examples, write_examples
+    from lima_align.generate.batch import copy_prompts
 
-    source = test_prompts_path(cfg, arm_dir)
-    if not source.is_file():
-        raise LimaError(f"test prompts {source} not found (set test_prompts, or give the mix recipes a test split)")
-    examples = read_examples(source)
-    examples = examples[:cfg.test_limit] if cfg.test_limit > 0 else examples
-    if not examples:
-        raise LimaError(f"{source}: no test prompts")
-    dest = arm_dir / "outputs" / "test-prompts.jsonl"
-    write_examples(dest, examples)
-    return dest
+    return copy_prompts(test_prompts_path(cfg, arm_dir), arm_dir / "outputs" / "test-prompts.jsonl", cfg.test_limit,
+                        missing_hint="set test_prompts, or give the mix recipes a test split")
 
 
 def run_generate(cfg: AblationConfig, arm: str, arm_dir: Path, checkpoint: str) -> dict[str, Any]:

@@ -310,18 +310,11 @@ def run_select(cfg: RecipeConfig, judge: Any, train_info: dict[str, Any]) -> dic
 
 def test_prompts(cfg: RecipeConfig) -> Path:
     """The test prompts the model answers (the first ``test_limit`` when set), copied into the run folder."""
-    from lima_align.formats import read_examples, write_examples
+    from lima_align.generate.batch import copy_prompts
 
     source = Path(cfg.test_prompts) if cfg.test_prompts else Path(cfg.out) / "mix" / "train.test.jsonl"
-    if not source.is_file():
-        raise LimaError(f"test prompts {source} not found (set test_prompts, or give the mix a test split)")
-    examples = read_examples(source)
-    examples = examples[:cfg.test_limit] if cfg.test_limit > 0 else examples
-    if not examples:
-        raise LimaError(f"{source}: no test prompts")
-    dest = Path(cfg.out) / "outputs" / "test-prompts.jsonl"
-    write_examples(dest, examples)
-    return dest
+    return copy_prompts(source, Path(cfg.out) / "outputs" / "test-prompts.jsonl", cfg.test_limit,
+                        missing_hint="set test_prompts, or give the mix a test split")
 
 
 def run_generate(cfg: RecipeConfig, checkpoint: str) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.conversation import Example
-from lima_align.errors import DataError
+from lima_align.errors import DataError, LimaError
 from lima_align.fileio import keep_lines, read_appended
-from lima_align.formats import read_examples
+from lima_align.formats import read_examples, write_examples
 from lima_align.generate.engine import Completion, Request
 from lima_align.generate.sampling import SamplingConfig
 
@@ -37,6 +37,18 @@ class GenerateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def copy_prompts(source: Path, dest: Path, limit: int = 0, *, missing_hint: str = "") -> Path:
+    """The prompts of ``source`` (the first ``limit`` when > 0) written to ``dest``, the file a run answers."""
+    if not source.is_file():
+        raise LimaError(f"test prompts {source} not found" + (f" ({missing_hint})" if missing_hint else ""))
+    examples = read_examples(source)
+    examples = examples[:limit] if limit > 0 else examples
+    if not examples:
+        raise LimaError(f"{source}: no test prompts")
+    write_examples(dest, examples)
+    return dest
 
 
 def prompt_turns(example: Example) -> list[str]:

@@ -1,6 +1,9 @@
-"""Turning rendered examples into micro-batches: padding-free packing (default) or padded batches.
+"""Turning rendered examples into micro-batches: padding-free packing or padded batches.
 
-Packing (``packing=True``): the examples of a micro-batch are concatenated into ONE row, ``position_ids`` restart
+Which one a run uses is ``TrainConfig.batching`` (``resolved_batching``): packed with FlashAttention-2, otherwise
+padded micro-batches whose examples the rebalance sampler has already grouped by length.
+
+Packing (``batching: packed``): the examples of a micro-batch are concatenated into ONE row, ``position_ids`` restart
 at 0 for each example and there is no attention mask. transformers then builds a block-diagonal causal mask from
 the restarting positions (sdpa / eager, e.g. on CPU), or runs FlashAttention varlen kernels when the model uses
 ``flash_attention_2`` (pass ``flash_kwargs=True`` to also send ``cu_seq_lens``). Nothing is padded, and each
