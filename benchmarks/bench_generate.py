@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessorList
 
-from lima_align.formats import read_examples
+from lima_align.formats.rows import read_examples
 from lima_align.generate.engine import HFEngine, Request
 from lima_align.generate.loading import load_for_generation
-from lima_align.generate.sampling import GeneratedTokensRepetitionPenalty, SamplingConfig
+from lima_align.generate.decoding import GeneratedTokensRepetitionPenalty, SamplingConfig
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

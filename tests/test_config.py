@@ -33,12 +33,12 @@ def _overrides_of(text):
 
 
 def test_lima_yaml_is_the_paper_recipe():
-    assert load_config(TrainConfig, "configs/lima.yaml") == TrainConfig()
+    assert load_config(TrainConfig, "configs/train/lima.yaml") == TrainConfig()
     paper = TrainConfig()
     assert (paper.epochs, paper.lr, paper.lr_end, paper.beta1, paper.beta2, paper.weight_decay) == \
         (15, 1e-5, 1e-6, 0.9, 0.95, 0.1)
     assert (paper.batch_size, paper.max_len, paper.residual_dropout) == (32, 2048, 0.3)
-    small = load_config(TrainConfig, "configs/lima-7b.yaml")
+    small = load_config(TrainConfig, "configs/train/lima-7b.yaml")
     assert (small.batch_size, small.residual_dropout) == (64, 0.2)
 
 

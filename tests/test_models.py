@@ -93,8 +93,8 @@ def test_gemma_save_reload_gives_equal_logits(gemma, tmp_path):
 
 
 def test_stats_with_the_gemma_tokenizer(gemma, lima_train):
-    from lima_align.formats import read_examples
-    from lima_align.stats import TokenizerCounter, table1
+    from lima_align.formats.rows import read_examples
+    from lima_align.curate.table1 import TokenizerCounter, table1
 
     result = table1(read_examples(lima_train), TokenizerCounter(gemma[0], "gemma-3-270m")).to_dict()
     words = table1(read_examples(lima_train)).to_dict()

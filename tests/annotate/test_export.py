@@ -124,7 +124,7 @@ def test_cli_create_add_export(tmp_path, outputs, capsys):
 
 
 def test_review_study_writes_what_the_terminal_queue_writes(tmp_path):
-    from lima_align.review import review
+    from lima_align.curate.review import review
 
     cands = tmp_path / "cands.jsonl"
     write_jsonl(cands, [{"id": f"c{i}", "conversations": [f"prompt {i}", f"answer {i}"], "source": "test",
@@ -140,7 +140,7 @@ def test_review_study_writes_what_the_terminal_queue_writes(tmp_path):
     assert client.post(f"/items/{ids['c2']}", data={"decision": "edit", "edited": edited}).status_code == 200
     cli(["annotate", "export", "--db", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "web.jsonl")])
 
-    from lima_align.formats import read_examples
+    from lima_align.formats.rows import read_examples
     answers = iter(["a", "r", "e"])
     review(read_examples(cands), tmp_path / "term.jsonl", ask=lambda _: next(answers), show=lambda _: None,
            edit=lambda _: edited)

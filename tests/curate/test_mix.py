@@ -17,7 +17,7 @@ from lima_align.config import load_config
 from lima_align.conversation import Example
 from lima_align.curate.dedup import DedupConfig, Signer
 from lima_align.curate.mix import InputSpec, MixConfig, build_mix, output_paths, write_mix
-from lima_align.curate.select import lima_reason, response_chars
+from lima_align.curate.strategies import lima_reason, response_chars
 
 REPO = Path(__file__).resolve().parents[2]
 MIX_CONFIGS = sorted((REPO / "configs" / "mix").glob("*.yaml"))

@@ -7,7 +7,7 @@ import pytest
 from lima_align.errors import DataError
 from lima_align.generate.batch import generate_file
 from lima_align.generate.engine import HFEngine
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 CONFIG = SamplingConfig(max_new_tokens=6, seed=1)
 

@@ -7,7 +7,7 @@ import sys
 
 from lima_align.generate.chat import ChatSession, StreamDecoder, run_chat
 from lima_align.generate.engine import HFEngine, Request
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 CONFIG = SamplingConfig(temperature=0.7, max_new_tokens=5, seed=3)
 

@@ -2,7 +2,7 @@ import torch
 
 from lima_align.chat_format import ChatFormat, render
 from lima_align.generate.engine import HFEngine, Request
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea, please.",
            "Explain gradient descent in one short paragraph with a worked example for a beginner.", "Hi"]

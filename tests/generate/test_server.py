@@ -11,7 +11,7 @@ import pytest
 from lima_align.chat_format import render
 from lima_align.generate.engine import HFEngine, Request
 from lima_align.generate.loading import load_for_generation
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.openai_api import ServerLimits
 from lima_align.generate.server import serve_in_thread
 

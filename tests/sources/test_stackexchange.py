@@ -16,7 +16,7 @@ from lima_align.cli import main
 from lima_align.curate.html import html_to_text, strip_code
 from lima_align.errors import DataError
 from lima_align.sources.se_dump import parse_tags, resolve_input
-from lima_align.sources.se_select import license_for, prompt_is_title
+from lima_align.sources.se_pairs import license_for, prompt_is_title
 from lima_align.sources.se_sites import EXCLUDED, classify, load_site_table, site_from_path
 from lima_align.sources.stackexchange import CurateConfig, SelectionConfig, curate_stackexchange
 

@@ -70,7 +70,7 @@ def export_review(conn: sqlite3.Connection, study_row: sqlite3.Row, out: str | P
     """A review study's accepted examples, written exactly as ``lima-align review`` writes them (the latest
     decision per candidate wins when several annotators decided it), plus the decision log beside them."""
     from lima_align.conversation import Example
-    from lima_align.review import Counts, _write_accepted, decisions_path
+    from lima_align.curate.review import Counts, _write_accepted, decisions_path
     from lima_align.fileio import write_jsonl
 
     items = [json.loads(r["payload"]) for r in

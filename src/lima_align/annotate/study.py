@@ -56,7 +56,7 @@ def absolute_items(outputs: str | Path) -> list[dict[str, Any]]:
 
 
 def multiturn_items(conversations: str | Path) -> list[dict[str, Any]]:
-    from lima_align.formats import read_examples
+    from lima_align.formats.rows import read_examples
 
     items = [{"id": ex.id, "sample": 0, "prompt": ex.conversations[0], "conversation": list(ex.conversations),
               "models": {"a": str(ex.meta.get("generator") or Path(conversations).stem)}}
@@ -68,7 +68,7 @@ def multiturn_items(conversations: str | Path) -> list[dict[str, Any]]:
 
 def review_items(candidates: str | Path) -> list[dict[str, Any]]:
     from lima_align.conversation import OddTurns
-    from lima_align.formats import read_examples
+    from lima_align.formats.rows import read_examples
 
     examples = read_examples(candidates, odd_turns=OddTurns.KEEP)
     ids = [ex.id for ex in examples]

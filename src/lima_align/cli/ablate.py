@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from lima_align.ablate import load_ablation, run_ablation
+    from lima_align.pipeline.ablate import load_ablation, run_ablation
     from lima_align.config import dump_yaml
 
     cfg = load_ablation(args.config, args.overrides)

@@ -7,8 +7,8 @@ import json
 import sys
 
 from lima_align.conversation import OddTurns, ReadReport
-from lima_align.formats import FORMAT_NAMES, convert, iter_examples
-from lima_align.stats import TokenizerCounter, WhitespaceCounter, format_table, table1
+from lima_align.formats.rows import FORMAT_NAMES, convert, iter_examples
+from lima_align.curate.table1 import TokenizerCounter, WhitespaceCounter, format_table, table1
 
 _ODD_HELP = ("examples ending on a user turn: 'keep' them as prompt-only (test sets), or 'drop' and count them "
              "(training sets); default %(default)s")

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lima_align.demo import DemoConfig
+    from lima_align.pipeline.demo import DemoConfig
 
     d = DemoConfig()
     parser = sub.add_parser("demo", help="the whole LIMA pipeline on shipped data (offline, CPU, ~10 min)",
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from lima_align.demo import DemoConfig, run_demo
+    from lima_align.pipeline.demo import DemoConfig, run_demo
 
     chosen = {k: v for k, v in {"per_source": args.per_source, "test_prompts": args.test_prompts,
                                 "epochs": args.epochs, "max_new_tokens": args.max_new_tokens,

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lima_align.generate.sampling import SCOPES, SamplingConfig
+from lima_align.generate.decoding import SCOPES, SamplingConfig
 
 _DEFAULTS = SamplingConfig()
 

@@ -152,7 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from lima_align.evaluate.select import SelectOptions, parse_epochs, select_checkpoint
+    from lima_align.pipeline.selection import SelectOptions, parse_epochs, select_checkpoint
 
     options = SelectOptions(epochs=parse_epochs(args.epochs), method=args.method,
                             max_new_tokens=args.max_new_tokens, device=args.device, limit=args.limit)

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from lima_align.formats import read_examples
-    from lima_align.review import review
+    from lima_align.formats.rows import read_examples
+    from lima_align.curate.review import review
 
     candidates = read_examples(args.file, odd_turns=OddTurns.KEEP)  # prompt-only test candidates are reviewed too
     review(candidates, args.out)

@@ -1,5 +1,5 @@
 """``lima-align run RECIPE.yaml``: the whole pipeline (curate -> mix -> train -> select -> generate -> judge ->
-report) as one resumable job; see :mod:`lima_align.pipeline`."""
+report) as one resumable job; see :mod:`lima_align.pipeline.run`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lima_align.pipeline import STAGES
+    from lima_align.pipeline.run import STAGES
 
     parser = sub.add_parser(
         "run", help="the whole LIMA pipeline from dumps to report as one resumable job",
@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "answer the test prompts, judge them against the baselines and write the report, all in one "
                     "run folder. A re-run skips every stage whose inputs and settings are unchanged (content "
                     "hashes), redoes the ones that changed and everything after them, and resumes an interrupted "
-                    "stage. The paper's setup: configs/recipes/lima-paper.yaml.")
-    parser.add_argument("config", metavar="RECIPE.yaml", help="run recipe (see configs/recipes/)")
+                    "stage. The paper's setup: configs/runs/lima-paper.yaml.")
+    parser.add_argument("config", metavar="RECIPE.yaml", help="run recipe (see configs/runs/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="recipe overrides, e.g. out=runs/x train_settings.epochs=10 select.enabled=false")
     parser.add_argument("--from", dest="rerun_from", choices=STAGES, metavar="STAGE",
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lima_align.config import dump_yaml
-    from lima_align.pipeline import load_recipe, run_pipeline, stage_status
+    from lima_align.pipeline.run import load_recipe, run_pipeline, stage_status
 
     cfg = load_recipe(args.config, args.overrides)
     if args.print_config:

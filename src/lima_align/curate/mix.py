@@ -2,7 +2,7 @@
 
 Order of work (each step counts what it drops, by reason):
 
-1. Read every input (any conversation file :mod:`lima_align.formats` reads), keep the rows whose ``meta``
+1. Read every input (any conversation file :mod:`lima_align.formats.rows` reads), keep the rows whose ``meta``
    matches the input's ``where`` (dotted keys, e.g. ``group: STEM``, ``curation.split: dev``), and set the
    input's ``source`` / ``license`` where given.
 2. Held-out sets first: the test inputs are deduplicated among themselves (prompts) and drawn (seeded, uniform),
@@ -10,7 +10,7 @@ Order of work (each step counts what it drops, by reason):
 3. The training candidates of all inputs, in recipe order, are deduplicated (:mod:`lima_align.curate.dedup`):
    against every dev/test prompt (exact and near, always), then exact and near duplicates of prompts and
    responses across sources; the earliest row of a duplicate group survives.
-4. Each training input draws ``n`` from its remaining pool with its strategy (:mod:`lima_align.curate.select`).
+4. Each training input draws ``n`` from its remaining pool with its strategy (:mod:`lima_align.curate.strategies`).
    A pool that cannot give ``n`` is a *shortfall*: reported, never filled from another input.
 5. Report (:func:`mix_report`): Table 1 per split, dedup and shortfall counts, licences, the diversity map of
    the training set; written as JSON and Markdown beside the output (:func:`write_mix`).
@@ -31,10 +31,10 @@ from lima_align.conversation import Example, ReadReport
 from lima_align.curate.dedup import REASONS as DEDUP_REASONS
 from lima_align.curate.dedup import DedupConfig, Deduplicator
 from lima_align.curate.diversity import DiversityConfig
-from lima_align.curate.select import STRATEGIES, Context, get_strategy
+from lima_align.curate.strategies import STRATEGIES, Context, get_strategy
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
-from lima_align.stats import TokenCounter, format_table, table1
+from lima_align.curate.table1 import TokenCounter, format_table, table1
 
 SPLITS = ("train", "dev", "test")
 
@@ -114,7 +114,7 @@ def _meta_value(ex: Example, key: str) -> Any:
 
 def load_pool(spec: InputSpec, split: str, base_dir: str) -> Pool:
     """Read one input, apply ``where``, ``source`` and ``license``; count what ``where`` leaves out."""
-    from lima_align.formats import read_examples
+    from lima_align.formats.rows import read_examples
 
     path = Path(base_dir) / spec.path if base_dir else Path(spec.path)
     report = ReadReport()
@@ -296,7 +296,7 @@ def output_paths(out: str | Path) -> dict[str, Path]:
 def write_mix(result: MixResult, cfg: MixConfig, out: str | Path, counter: TokenCounter | None = None,
               ) -> dict[str, Any]:
     """Write the splits (GAIR/lima JSONL), the diversity map and the report; returns the report."""
-    from lima_align.formats import write_examples
+    from lima_align.formats.rows import write_examples
 
     paths = output_paths(out)
     for split in SPLITS:

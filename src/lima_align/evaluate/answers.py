@@ -10,7 +10,7 @@ from typing import Iterator
 
 from lima_align.errors import DataError
 from lima_align.fileio import iter_json_records
-from lima_align.formats import read_examples
+from lima_align.formats.rows import read_examples
 
 
 @dataclass(frozen=True)

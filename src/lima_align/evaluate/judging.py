@@ -75,7 +75,7 @@ def judge_single(setup: JudgeSetup, protocol: str, answers_path: str | Path, out
 def judge_multiturn(setup: JudgeSetup, conversations_path: str | Path, out: str | Path, *,
                     limit: int | None = None, template: str | Path | None = None) -> RunReport:
     """Rate every assistant turn of each conversation (a file of full conversations)."""
-    from lima_align.formats import read_examples
+    from lima_align.formats.rows import read_examples
 
     convs = []
     for ex in read_examples(conversations_path):

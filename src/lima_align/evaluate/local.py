@@ -41,7 +41,7 @@ class LocalJudge:
 
     def _generate(self, turns: list[str], params: CallParams) -> Any:
         from lima_align.generate.engine import Request
-        from lima_align.generate.sampling import SamplingConfig
+        from lima_align.generate.decoding import SamplingConfig
 
         config = SamplingConfig(temperature=params.temperature, max_new_tokens=params.max_tokens,
                                 seed=params.seed or 0)

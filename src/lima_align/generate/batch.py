@@ -18,9 +18,9 @@ from typing import Any, Callable
 from lima_align.conversation import Example
 from lima_align.errors import DataError, LimaError
 from lima_align.fileio import keep_lines, read_appended
-from lima_align.formats import read_examples, write_examples
+from lima_align.formats.rows import read_examples, write_examples
 from lima_align.generate.engine import Completion, Request
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 
 @dataclass

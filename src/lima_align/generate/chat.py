@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
 from lima_align.generate.engine import Request
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 _REPLACEMENT = "\ufffd"  # what decode() gives for an incomplete UTF-8 sequence
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from lima_align.chat_format import ChatFormat, render
-from lima_align.generate.sampling import SamplingConfig, next_tokens, row_seed
+from lima_align.generate.decoding import SamplingConfig, next_tokens, row_seed
 
 TokenCallback = Callable[[int, int], None]  # (request index, token id), called for every generated token
 StopCheck = Callable[[int], bool]  # (request index) -> True to end that row now (e.g. its client went away)

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logprobs", "top_logprobs", "logit_bias")
 

@@ -46,7 +46,7 @@ from lima_align.chat_format import render
 from lima_align.generate.chat import StreamDecoder
 from lima_align.generate.engine import Completion, Request
 from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, parse_body, parse_chat_request
-from lima_align.generate.sampling import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig
 
 log = logging.getLogger(__name__)
 FINISH = {"eot": "stop", "eos": "stop", "length": "length"}

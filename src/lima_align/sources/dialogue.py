@@ -25,7 +25,7 @@ from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.curate.html import html_to_text
 from lima_align.errors import DataError
 from lima_align.sources.se_dump import QUESTION, Post, iter_rows, read_answer, read_question, resolve_input
-from lima_align.sources.se_select import license_for
+from lima_align.sources.se_pairs import license_for
 
 SOURCE = "dialogue_stackexchange"
 MIN_TURNS = 4

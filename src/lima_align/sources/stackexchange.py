@@ -1,7 +1,7 @@
 """Stack Exchange source: site dumps -> LIMA candidates (conversation JSONL) and an audit report.
 
 The pipeline (LIMA section 2.1): each site's ``Posts.xml`` is read in one streaming pass that applies the
-selection rules (:mod:`lima_align.sources.se_select`); sites are independent, so ``workers`` processes run them
+selection rules (:mod:`lima_align.sources.se_pairs`); sites are independent, so ``workers`` processes run them
 in parallel. Then, in each group (STEM, Other; :mod:`lima_align.sources.se_sites`), ``per_group`` pairs are
 drawn by temperature sampling over sites (tau = 3: P(site) proportional to size^(1/tau), where a site's size is
 its number of questions), each draw taking the site's highest-scoring remaining question.
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.curate.filters import REASONS
-from lima_align.curate.sampling import site_weights, temperature_sample
+from lima_align.curate.site_sampling import site_weights, temperature_sample
 from lima_align.errors import DataError
 from lima_align.fileio import write_json, write_jsonl
 from lima_align.sources.se_dump import DumpInput, resolve_input
-from lima_align.sources.se_select import SOURCE, SelectionConfig, SiteResult, select_site
+from lima_align.sources.se_pairs import SOURCE, SelectionConfig, SiteResult, select_site
 from lima_align.sources.se_sites import EXCLUDED, GROUPS, SiteInfo, classify, load_site_table
 
 __all__ = ["CurateConfig", "CurateResult", "SelectionConfig", "curate_stackexchange", "run_stackexchange"]

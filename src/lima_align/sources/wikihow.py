@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator
 
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.curate.html import html_to_text
-from lima_align.curate.sampling import temperature_sample
+from lima_align.curate.site_sampling import temperature_sample
 from lima_align.curate.text import csv_rows, detokenize
 from lima_align.errors import DataError
 from lima_align.fileio import iter_json_records, read_text

@@ -12,7 +12,7 @@ IGNORE_INDEX = -100
 
 from lima_align.chat_format import ChatFormat, render
 from lima_align.conversation import Example, OddTurns, ReadReport
-from lima_align.formats import read_examples
+from lima_align.formats.rows import read_examples
 
 
 @dataclass

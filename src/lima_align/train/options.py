@@ -6,7 +6,7 @@ Both entry points parse their own arguments; this module only turns the parsed v
 from __future__ import annotations
 
 from lima_align.config import load_config
-from lima_align.train.recipe import TrainConfig
+from lima_align.train.config import TrainConfig
 
 SHORTCUTS = ("data", "model", "out")
 

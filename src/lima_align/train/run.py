@@ -13,7 +13,7 @@ from lima_align.errors import LimaError
 from lima_align.train.data import DataReport, RenderedDataset, load_examples, render_dataset
 from lima_align.train.dropout import ResidualDropout, add_residual_dropout
 from lima_align.train.preflight import run_preflight
-from lima_align.train.recipe import LoraSettings, TrainConfig
+from lima_align.train.config import LoraSettings, TrainConfig
 from lima_align.train.trainer import TrainResult, build_trainer, run_info, run_trainer
 
 

@@ -36,7 +36,7 @@ from lima_align.train.checkpoint import CheckpointCallback, complete_checkpoints
 from lima_align.train.collate import make_collator
 from lima_align.train.data import RenderedDataset
 from lima_align.train.loss import lm_loss_sum
-from lima_align.train.recipe import TrainConfig
+from lima_align.train.config import TrainConfig
 
 
 class LinearToMin:

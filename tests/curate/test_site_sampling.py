@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from lima_align.curate.sampling import site_weights, temperature_sample
+from lima_align.curate.site_sampling import site_weights, temperature_sample
 
 
 def test_weights_follow_size_power():

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.ablate import ARM_STAGES, load_ablation, mix_config, run_ablation, train_config
+from lima_align.pipeline.ablate import ARM_STAGES, load_ablation, mix_config, run_ablation, train_config
 from lima_align.errors import LimaError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ablations"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ablations"
 
 
 def test_tiny_ablation_runs_every_arm_to_a_plot_and_resumes(tmp_path):
@@ -86,7 +86,7 @@ def test_cli_prints_the_resolved_config(capsys):
 
 
 def test_gpu_slots_count_within_the_visible_gpus(monkeypatch):
-    from lima_align.arm_processes import _slot_device
+    from lima_align.pipeline.arm_processes import _slot_device
 
     cfg = load_ablation(CONFIGS / "tiny-cpu.yaml", ["parallel=2", "devices=[cuda:0,cuda:1]"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # e.g. what a scheduler gave this job

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.fileio import write_json, write_jsonl
-from lima_align.stages import Stages
+from lima_align.pipeline.stages import Stages
 
 Log = Callable[[str], None]
 DEMO_DATA = Path(str(files("lima_align").joinpath("data/demo")))
@@ -86,7 +86,7 @@ def mix(out: Path, cfg: DemoConfig) -> dict[str, Any]:
 
 
 def train(out: Path, cfg: DemoConfig, log: Log) -> dict[str, Any]:
-    from lima_align.train.recipe import TrainConfig
+    from lima_align.train.config import TrainConfig
     from lima_align.train.run import train as run_train
 
     config = TrainConfig(model=cfg.model, data=str(out / "mix" / "train.jsonl"), out=str(out / "train"),
@@ -107,7 +107,7 @@ def generate(out: Path, cfg: DemoConfig, model: str, name: str) -> dict[str, Any
     from lima_align.generate.batch import generate_file
     from lima_align.generate.engine import HFEngine
     from lima_align.generate.loading import load_for_generation
-    from lima_align.generate.sampling import SamplingConfig
+    from lima_align.generate.decoding import SamplingConfig
 
     lm, tokenizer, fmt = load_for_generation(model, add_eot=True, device=cfg.device)
     engine = HFEngine(lm, tokenizer, fmt, batch_size=8)

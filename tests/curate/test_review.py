@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from lima_align.conversation import Example
-from lima_align.review import decisions_path, review
+from lima_align.curate.review import decisions_path, review
 
 
 def candidates() -> list[Example]:

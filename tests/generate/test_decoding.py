@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
-from lima_align.generate.sampling import (GeneratedTokensRepetitionPenalty, SamplingConfig,
+from lima_align.generate.decoding import (GeneratedTokensRepetitionPenalty, SamplingConfig,
                                           apply_repetition_penalty, nucleus_filter, row_seed)
 
 

@@ -8,8 +8,8 @@ plus ``key=value`` overrides). Every arm runs the same stages, one arm after the
 
 then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
 With ``parallel: N`` the arms run N at a time, each in its own process pinned to one of ``devices`` (e.g. one
-GPU each; :mod:`lima_align.arm_processes`); the plot waits for all of them. Each arm lives in
-``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.stages.Stages`), so a
+GPU each; :mod:`lima_align.pipeline.arm_processes`); the plot waits for all of them. Each arm lives in
+``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.pipeline.stages.Stages`), so a
 re-run skips finished stages and arms (training resumes from its last complete checkpoint; generation and judging
 resume row by row). An arm whose resolved settings changed since its markers were written is an error, not a
 silent reuse of stale results.
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.config import ConfigError, from_dict, to_dict, yaml_with
-from lima_align.demo import DEMO_DATA
+from lima_align.pipeline.demo import DEMO_DATA
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
-from lima_align.generate.sampling import SamplingConfig
-from lima_align.stages import Stages, fingerprint
+from lima_align.generate.decoding import SamplingConfig
+from lima_align.pipeline.stages import Stages, fingerprint
 
 Log = Callable[[str], None]
 ARM_STAGES = ("mix", "train", "generate", "judge", "summary")
@@ -88,7 +88,7 @@ class AblationConfig:
         for key in RUN_SPECIFIC + ("model",):
             if key in self.train:
                 raise ValueError(f"train.{key} is set per arm (or by 'model'); remove it from 'train'")
-        from lima_align.train.recipe import TrainConfig
+        from lima_align.train.config import TrainConfig
 
         typed = from_dict(TrainConfig, self.train, where="ablation", prefix="train.")  # unknown keys fail here
         self.train = {k: getattr(typed, k) if not isinstance(v, dict) else v for k, v in self.train.items()}
@@ -129,8 +129,8 @@ def mix_config(cfg: AblationConfig, arm: ArmConfig) -> Any:
 
 
 def train_config(cfg: AblationConfig, arm_dir: Path) -> Any:
-    """The arm's :class:`~lima_align.train.recipe.TrainConfig`: shared keys + this arm's data and folder."""
-    from lima_align.train.recipe import TrainConfig
+    """The arm's :class:`~lima_align.train.config.TrainConfig`: shared keys + this arm's data and folder."""
+    from lima_align.train.config import TrainConfig
 
     values = {"tensorboard": False, "save_total_limit": 1, **cfg.train, "model": cfg.model,
               "data": str(arm_dir / "mix" / "train.jsonl"), "out": str(arm_dir / "train")}
@@ -151,7 +151,7 @@ def judge_config(cfg: AblationConfig) -> Any:
 # ---------------------------------------------------------------------------------------------- stages
 def prepare_demo_candidates(out: Path, cfg: AblationConfig) -> dict[str, Any]:
     """The shipped excerpts curated with the sources' own code (as the demo does), plus its test prompts."""
-    from lima_align.demo import DemoConfig, curate_all
+    from lima_align.pipeline.demo import DemoConfig, curate_all
 
     info = curate_all(out, DemoConfig(per_source=cfg.demo_per_source, seed=cfg.seed))
     shutil.copyfile(DEMO_DATA / "vicuna_8.jsonl", out / "candidates" / "test-prompts.jsonl")
@@ -330,7 +330,7 @@ def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None 
     if cfg.curate_demo:
         Stages(out, log).run("curate-demo", 1, lambda: prepare_demo_candidates(out, cfg))
     if cfg.parallel > 1 and len(cfg.arms) > 1:
-        from lima_align.arm_processes import run_arms_in_processes
+        from lima_align.pipeline.arm_processes import run_arms_in_processes
 
         run_arms_in_processes(cfg, log)
     arms = []

@@ -11,9 +11,9 @@ import pytest
 
 from lima_align.config import ConfigError
 from lima_align.errors import LimaError
-from lima_align.pipeline import SourceSpec, curate_argv, load_recipe, run_pipeline, stage_status
+from lima_align.pipeline.run import SourceSpec, curate_argv, load_recipe, run_pipeline, stage_status
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data"))
 TINY = REPO / "configs" / "recipes" / "tiny-cpu.yaml"
 
@@ -45,7 +45,7 @@ def test_bad_recipes_are_clear_errors(override, message):
         node = node[int(part)] if part.isdigit() else node[part]
     node[last] = int(value) if value.isdigit() else value
     from lima_align.config import from_dict
-    from lima_align.pipeline import RecipeConfig
+    from lima_align.pipeline.run import RecipeConfig
 
     with pytest.raises((ConfigError, ValueError), match=message):
         from_dict(RecipeConfig, values, where="recipe")
@@ -131,7 +131,7 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
 
 def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_path, monkeypatch):
     from lima_align.cli import build_parser
-    from lima_align.pipeline import mix_config, train_config
+    from lima_align.pipeline.run import mix_config, train_config
 
     monkeypatch.chdir(REPO)
     cfg = load_recipe(REPO / "configs" / "recipes" / "lima-paper.yaml", [f"out={tmp_path}"])

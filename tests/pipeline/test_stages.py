@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lima_align.stages import FULL_HASH_LIMIT, Stages, file_digest, fingerprint
+from lima_align.pipeline.stages import FULL_HASH_LIMIT, Stages, file_digest, fingerprint
 
 
 def _stage(tmp_path, calls, fail=False):
@@ -90,7 +90,7 @@ def test_protected_stage_refuses_a_changed_key_naming_what_changed(tmp_path):
 
 
 def test_digests_are_cached_by_path_size_and_time(tmp_path, monkeypatch):
-    import lima_align.stages as stages
+    import lima_align.pipeline.stages as stages
 
     f = tmp_path / "dump.csv"
     f.write_text("a,b\n")

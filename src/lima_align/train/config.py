@@ -1,6 +1,6 @@
 """The LIMA fine-tuning recipe as a typed config: every default here is the paper's (LIMA_SPEC section 2).
 
-``configs/lima.yaml`` is exactly these defaults; the 7B / 65B presets and the CPU demo override a few fields.
+``configs/train/lima.yaml`` is exactly these defaults; the 7B / 65B presets and the CPU demo override a few fields.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from lima_align.chat_format import ChatFormat, add_special_tokens
 from lima_align.evaluate.judge_config import JudgeConfig
 from lima_align.evaluate.judging import JudgeSetup
-from lima_align.evaluate.select import SelectOptions, checkpoints_in_window, parse_epochs, select_checkpoint
+from lima_align.pipeline.selection import SelectOptions, checkpoints_in_window, parse_epochs, select_checkpoint
 from lima_align.evaluate.stub_server import stub_server
 from lima_align.models import load_tokenizer
 
-from .conftest import prefer_longer
+from evaluate.conftest import prefer_longer  # tests/evaluate: the scripted judge
 
 
 def make_run(root, epochs):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lima_align.conversation import Example
-from lima_align.curate.select import (Context, farthest_points, get_strategy, select_diverse, select_lima,
+from lima_align.curate.strategies import (Context, farthest_points, get_strategy, select_diverse, select_lima,
                                       select_longest, select_random, select_unfiltered)
 
 

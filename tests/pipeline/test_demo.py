@@ -2,7 +2,7 @@
 
 import json
 
-from lima_align.demo import DEMO_DATA, DemoConfig, run_demo
+from lima_align.pipeline.demo import DEMO_DATA, DemoConfig, run_demo
 
 
 def test_shipped_demo_data_has_attribution():

@@ -1,5 +1,5 @@
 """Parallel ablation arms: each arm in its own process (``lima-align ablate RESOLVED.yaml --arm NAME``), pinned
-to one device slot, ``parallel`` at a time; the parent waits for all of them, then plots (:mod:`lima_align.ablate`).
+to one device slot, ``parallel`` at a time; the parent waits for all of them, then plots (:mod:`lima_align.pipeline.ablate`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write
 
 if TYPE_CHECKING:
-    from lima_align.ablate import AblationConfig, ArmConfig
+    from lima_align.pipeline.ablate import AblationConfig, ArmConfig
 
 Log = Callable[[str], None]
 

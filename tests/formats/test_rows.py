@@ -4,7 +4,7 @@ import pytest
 
 from lima_align.conversation import Example, OddTurns, ReadReport
 from lima_align.errors import DataError, LimaError
-from lima_align.formats import FORMAT_NAMES, convert, detect_row_format, read_examples, write_examples
+from lima_align.formats.rows import FORMAT_NAMES, convert, detect_row_format, read_examples, write_examples
 from lima_align.conversation import Where
 
 WRITABLE = [f for f in FORMAT_NAMES if f != "prompts"]

@@ -1,5 +1,5 @@
 from lima_align.conversation import Example
-from lima_align.stats import TokenizerCounter, WhitespaceCounter, format_table, table1
+from lima_align.curate.table1 import TokenizerCounter, WhitespaceCounter, format_table, table1
 
 
 EXAMPLES = [

@@ -275,7 +275,7 @@ def _iter_raw(path: Path, on_error: Callable[[DataError], None] | None) -> Itera
     if not path.exists():
         raise DataError("no such file or directory", path)
     if _is_hf_path(path):
-        from lima_align.hf_io import iter_hf_rows
+        from lima_align.formats.hf import iter_hf_rows
 
         yield from ((None, row) for row in iter_hf_rows(path))
     else:
@@ -344,7 +344,7 @@ def write_examples(path: str | Path, examples: Iterable[Example], fmt: str = "ga
     """
     p = Path(path)
     if fmt == HF_DATASET:
-        from lima_align.hf_io import write_hf
+        from lima_align.formats.hf import write_hf
 
         return write_hf(p, [write_gair(ex) for ex in examples])
     row_format = _row_format(fmt)

@@ -10,7 +10,7 @@ Stages, each writing files under ``<out>/``::
     judge             judgments/<name>-vs-<baseline>.jsonl  (pairwise, both orders; resumes row by row)
     report            report/  (HTML + figures + summary tables)
 
-Each stage's key (:mod:`lima_align.stages`) hashes its settings, the content of the files it reads and the keys of
+Each stage's key (:mod:`lima_align.pipeline.stages`) hashes its settings, the content of the files it reads and the keys of
 the stages it reads from: a re-run skips every stage whose key is unchanged, re-runs from scratch the ones whose
 inputs or settings changed (and, through the keys, everything below them), and resumes a stage that was
 interrupted half-way. Training is the exception: new data or training settings after checkpoints exist is an
@@ -35,8 +35,8 @@ from typing import Any, Callable
 from lima_align.config import ConfigError, from_dict, to_dict, yaml_with
 from lima_align.errors import LimaError
 from lima_align.fileio import write_json
-from lima_align.generate.sampling import SamplingConfig
-from lima_align.stages import Stages
+from lima_align.generate.decoding import SamplingConfig
+from lima_align.pipeline.stages import Stages
 
 Log = Callable[[str], None]
 CURATE_COMMANDS = ("stackexchange", "wikihow", "reddit", "natural-instructions", "authored", "dialogue")
@@ -75,7 +75,7 @@ class BaselineSpec:
 
 @dataclass
 class RecipeConfig:
-    """A whole LIMA run; ``configs/recipes/*.yaml`` override these defaults."""
+    """A whole LIMA run; ``configs/runs/*.yaml`` override these defaults."""
 
     name: str = "lima"  # names the model's outputs (outputs/<name>.jsonl) and the report
     out: str = "runs/lima"
@@ -166,7 +166,7 @@ def mix_inputs(mix: Any) -> list[Path]:
 
 
 def train_config(cfg: RecipeConfig) -> Any:
-    from lima_align.train.recipe import TrainConfig
+    from lima_align.train.config import TrainConfig
 
     values = yaml_with(cfg.train, cfg.train_settings)
     for key in ("data", "out"):
@@ -287,7 +287,7 @@ def dev_prompts(cfg: RecipeConfig) -> Path:
 
 def run_select(cfg: RecipeConfig, judge: Any, train_info: dict[str, Any]) -> dict[str, Any]:
     from lima_align.evaluate.judging import JudgeSetup
-    from lima_align.evaluate.select import SelectOptions, parse_epochs, select_checkpoint
+    from lima_align.pipeline.selection import SelectOptions, parse_epochs, select_checkpoint
 
     out = Path(cfg.out)
     if not cfg.select.enabled:

@@ -60,7 +60,7 @@ def generate_dev_answers(folder: Path, dev: str | Path, out: Path, name: str, op
     from lima_align.generate.batch import generate_file
     from lima_align.generate.engine import HFEngine
     from lima_align.generate.loading import load_for_generation
-    from lima_align.generate.sampling import SamplingConfig
+    from lima_align.generate.decoding import SamplingConfig
 
     model, tokenizer, fmt = load_for_generation(str(folder), device=options.device)
     engine = HFEngine(model, tokenizer, fmt)
