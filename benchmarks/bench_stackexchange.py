@@ -72,11 +72,12 @@ def bare(path: str) -> dict:
 
 
 def pipeline(path: str) -> dict:
-    from lima_align.sources.stackexchange import CurateConfig, SelectionConfig, run_stackexchange
+    from lima_align.sources import curate_to_files
+    from lima_align.sources.stackexchange import StackExchangeConfig
 
     out = Path(tempfile.mkdtemp()) / "candidates.jsonl"
-    cfg = CurateConfig(paths=[path], sites=["beer.stackexchange.com"], selection=SelectionConfig())
-    result = run_stackexchange(cfg, out, out.with_suffix(".report.json"))
+    cfg = StackExchangeConfig(site=["beer.stackexchange.com"], progress=False)
+    result = curate_to_files("stackexchange", [path], cfg, out, allow_empty=True)
     return {"examples": len(result.examples), "kept": result.report["totals"]["questions_kept"],
             "considered": result.report["totals"]["questions_considered"]}
 

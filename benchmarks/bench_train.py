@@ -60,11 +60,12 @@ class CountingCollator:
 
 
 def train_config(args: argparse.Namespace, out: Path):
+    from lima_align.chat_format import ChatFormat
     from lima_align.train import TrainConfig
 
     return TrainConfig(model=args.model, data=str(args.data), out=str(out), max_examples=args.max_examples,
-                       max_len=args.max_len, epochs=100, batch_size=args.batch_size, residual_dropout=0.0,
-                       tensorboard=False, logging_steps=1, seed=args.seed, dtype="float32")
+                       chat=ChatFormat(max_len=args.max_len), epochs=100, batch_size=args.batch_size,
+                       residual_dropout=0.0, tensorboard=False, logging_steps=1, seed=args.seed, dtype="float32")
 
 
 def run_ours(args: argparse.Namespace, prepared: Any, out: Path) -> tuple[Any, CountingCollator]:

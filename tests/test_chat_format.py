@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 
-from lima_align.chat_format import (IGNORE, PAD_TOKEN, ChatFormat, add_special_tokens, chat_template,
-                                    install_chat_template, render)
+from lima_align.chat_format import (EOT, FORMAT_FILE, IGNORE, PAD_TOKEN, RUN_INFO, ChatFormat, add_special_tokens,
+                                    chat_template, install_chat_template, load_chat_format, render,
+                                    save_chat_format)
 
 TURNS = ["What is 2+2?", "It is 4.", "And 3+3?", "6."]
 
@@ -124,3 +126,54 @@ def test_template_rejects_system_role(tok):
     with pytest.raises(Exception, match="user and assistant only"):
         tok.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False)
     assert "<|eot|>" in chat_template(tok)
+    assert EOT == "<|eot|>" == ChatFormat().eot
+
+
+CUSTOM = ChatFormat(eot="<|end|>", user_prefix="User: ", assistant_prefix="Bot: ", train_on="all", max_len=384)
+
+
+def test_format_saved_in_a_folder_reads_back_equal(tmp_path):
+    path = save_chat_format(CUSTOM, tmp_path / "ckpt")
+    assert path == tmp_path / "ckpt" / FORMAT_FILE
+    assert json.loads(path.read_text()) == {"eot": "<|end|>", "user_prefix": "User: ", "assistant_prefix": "Bot: ",
+                                            "train_on": "all", "max_len": 384}
+    assert load_chat_format(tmp_path / "ckpt") == CUSTOM
+    assert not list((tmp_path / "ckpt").glob(".*.tmp"))  # written atomically: no temporary file left
+
+
+def test_a_checkpoint_of_an_earlier_version_loads_its_format_from_the_run_config(tmp_path):
+    # before chat_format.json, the format's fields were flat keys of the run config in lima-run.json
+    old = {"config": {"model": "m", "eot": "<|end|>", "user_prefix": "User: ", "assistant_prefix": "Bot: ",
+                      "train_on": "all", "max_len": 384, "epochs": 15}, "data": {}, "versions": {}}
+    (tmp_path / RUN_INFO).write_text(json.dumps(old))
+    assert load_chat_format(tmp_path) == CUSTOM
+    (tmp_path / RUN_INFO).write_text(json.dumps({"config": {"model": "m", "eot": "<|end|>"}}))
+    assert load_chat_format(tmp_path) == ChatFormat(eot="<|end|>")  # keys it lacks are the defaults
+    save_chat_format(ChatFormat(max_len=64), tmp_path)  # the saved format, when there is one, is what counts
+    assert load_chat_format(tmp_path) == ChatFormat(max_len=64)
+
+
+def test_no_saved_format_is_none_and_a_bad_one_is_an_error(tmp_path):
+    from lima_align.config import ConfigError
+
+    assert load_chat_format(tmp_path) is None  # a folder of a model not trained with lima-align
+    assert load_chat_format("HuggingFaceTB/SmolLM2-135M") is None  # a hub id
+    (tmp_path / FORMAT_FILE).write_text('{"eot": "<|end|>", "train_on": "everything"}')
+    with pytest.raises(ConfigError, match="train_on must be 'assistant' or 'all', got 'everything'"):
+        load_chat_format(tmp_path)
+    (tmp_path / FORMAT_FILE).write_text('{"eot": "<|end|>", "trim": 5}')
+    with pytest.raises(ConfigError, match=f"{FORMAT_FILE}: unknown key 'trim'"):
+        load_chat_format(tmp_path)
+    (tmp_path / FORMAT_FILE).write_text('{"eot": ')
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        load_chat_format(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"train_on": "everything"}, "train_on must be 'assistant' or 'all'"),
+    ({"max_len": 4}, "max_len must be >= 8"),
+    ({"eot": ""}, "eot must be a non-empty"),
+])
+def test_an_invalid_format_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ChatFormat(**kwargs)

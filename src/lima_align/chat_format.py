@@ -1,7 +1,7 @@
 """The one chat format of lima-align: conversation -> token ids (+ loss labels), for training AND inference.
 
 Layout (LIMA section 2): every utterance, user and assistant, is closed by a new special end-of-turn token EOT
-(default ``<|eot|>``), which halts generation like EOS without inheriting the pretrained EOS meaning::
+(default :data:`EOT`), which halts generation like EOS without inheriting the pretrained EOS meaning::
 
     [BOS] user_prefix + user_1 EOT assistant_prefix + assistant_1 EOT user_prefix + user_2 EOT ...
 
@@ -18,29 +18,88 @@ trimmed from the end, i.e. the end of the last assistant turn goes first; :class
 :func:`add_special_tokens` adds EOT (and a dedicated pad token when the tokenizer has none or pads with EOS/EOT,
 because collators that mask pad ids would otherwise mask every EOS/EOT: the known cause of models that never
 stop) and resizes the embeddings, initialising each new row to the mean of the pretrained rows.
+
+A run's :class:`ChatFormat` is ONE value: ``TrainConfig.chat`` during training, then :func:`save_chat_format`
+beside every checkpoint (``chat_format.json``) and :func:`load_chat_format` wherever a checkpoint is used
+(generation, serving, the local judge), so inference renders exactly what the model was trained on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from lima_align.config import ConfigError, from_dict
+from lima_align.fileio import read_text, write_json
+
 IGNORE = -100
+EOT = "<|eot|>"
 PAD_TOKEN = "<|pad|>"
+TRAIN_ON = ("assistant", "all")
+FORMAT_FILE = "chat_format.json"  # beside every checkpoint
+# A checkpoint's run record (config, data report, versions), written by lima_align.train.checkpoint. It is named
+# here, below train/, because checkpoints written before FORMAT_FILE existed keep their format only in it.
+RUN_INFO = "lima-run.json"
 
 
 @dataclass(frozen=True)
 class ChatFormat:
     """How conversations become text: the EOT token, role prefixes, what is supervised, the trim length."""
 
-    eot: str = "<|eot|>"
+    eot: str = EOT
     user_prefix: str = ""
     assistant_prefix: str = ""
-    train_on: str = "assistant"  # "assistant" or "all"
-    max_len: int | None = 2048
+    train_on: str = "assistant"  # "assistant" (response tokens + their EOT) or "all"
+    max_len: int | None = 2048  # trim training conversations to this many tokens (None: never trim)
+
+    def __post_init__(self) -> None:
+        if not self.eot:
+            raise ValueError("eot must be a non-empty token string")
+        if self.train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be 'assistant' or 'all', got {self.train_on!r}")
+        if self.max_len is not None and self.max_len < 8:
+            raise ValueError(f"max_len must be >= 8, got {self.max_len}")
+
+
+def save_chat_format(fmt: ChatFormat, folder: str | Path) -> Path:
+    """Write ``fmt`` as ``folder/chat_format.json`` (atomically); returns the file."""
+    path = Path(folder) / FORMAT_FILE
+    write_json(path, dataclasses.asdict(fmt))
+    return path
+
+
+def load_chat_format(folder: str | Path) -> ChatFormat | None:
+    """The format saved beside a checkpoint, or None for a folder (or hub id) that is not a lima-align checkpoint.
+
+    Checkpoints written before ``chat_format.json`` existed have it only as keys of the run config in
+    ``lima-run.json`` (flat: ``eot``, ``user_prefix``, ...); those load too.
+    """
+    root = Path(folder)
+    saved, run_info = root / FORMAT_FILE, root / RUN_INFO
+    if saved.is_file():
+        return from_dict(ChatFormat, _read_json(saved), where=str(saved))
+    if not run_info.is_file():
+        return None
+    config = _read_json(run_info).get("config", {})
+    values = config.get("chat")
+    if not isinstance(values, dict):  # the old flat TrainConfig
+        values = {f.name: config[f.name] for f in dataclasses.fields(ChatFormat) if f.name in config}
+    return from_dict(ChatFormat, values, where=f"{run_info} (config)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 @dataclass

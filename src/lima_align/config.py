@@ -4,11 +4,15 @@ A config is a (possibly nested) dataclass whose field defaults ARE the recipe. A
 those defaults, and ``key=value`` overrides (dotted keys for nested configs, e.g. ``lora.r=16``) override the YAML.
 Unknown keys and values of the wrong type are errors naming the key, never silently ignored. The loader is
 generic (:func:`load_config`) so every stage (train, generate, mix, evaluate) reuses it with its own dataclass.
+
+A key that has moved keeps working: a dataclass may map old keys to their new dotted place in a class attribute
+``legacy_keys`` (``{"max_len": "chat.max_len"}``); the value is moved there with a one-line notice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from pathlib import Path
@@ -19,6 +23,7 @@ import yaml
 from lima_align.errors import LimaError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -33,10 +38,12 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: li
     """Build ``cls`` from its defaults, then a YAML file, then ``key=value`` overrides (in that order)."""
     values: dict[str, Any] = {}
     if yaml_path is not None:
-        values = read_yaml(yaml_path)
-    for item in overrides or []:
+        values = _move_legacy_keys(cls, read_yaml(yaml_path), str(yaml_path))
+    for item in overrides or []:  # each override moved on its own, so it beats the YAML in either spelling
         key, value = parse_override(item)
-        _set_dotted(values, key, value)
+        override: dict[str, Any] = {}
+        _set_dotted(override, key, value)
+        values = deep_merge(values, _move_legacy_keys(cls, override, "overrides"))
     return from_dict(cls, values, where=str(yaml_path) if yaml_path else "overrides")
 
 
@@ -94,6 +101,7 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config", prefi
     """Instantiate dataclass ``cls`` from a mapping, typing each value against its field."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = _move_legacy_keys(cls, values, where, prefix)
     kwargs = {}
     for key, raw in values.items():
         if key not in fields:
@@ -105,6 +113,24 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "config", prefi
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return obj
+
+
+def _move_legacy_keys(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    """``values`` (a new dict) with each old key of ``cls.legacy_keys`` moved to its new dotted place.
+
+    A moved value wins over one already at the new place in the same mapping: there, the old spelling comes from
+    the more specific layer (a run's ``train_settings: {max_len: 128}`` merged over a train YAML's ``chat:``).
+    """
+    legacy: dict[str, str] = getattr(cls, "legacy_keys", {})
+    out = dict(values)
+    for old in [key for key in values if key in legacy]:
+        new = legacy[old]
+        log.warning("%s: '%s%s' is now '%s%s' (the old key still works)", where, prefix, old, prefix, new)
+        moved: Any = out.pop(old)
+        for part in reversed(new.split(".")):
+            moved = {part: moved}
+        out = deep_merge(out, moved)
+    return out
 
 
 def coerce(raw: Any, hint: Any, where: str, key: str) -> Any:

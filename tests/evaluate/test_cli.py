@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lima_align.cli import judge as judge_cli
+from lima_align.cli import report as report_cli
 from lima_align.evaluate.judge_config import JudgeConfig, load_judge_config
 from lima_align.evaluate.stub_server import Action, stub_server
 
@@ -23,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def cli(argv):
     parser = argparse.ArgumentParser()
-    judge_cli.register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    judge_cli.register(sub)
+    report_cli.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -8,6 +8,7 @@ import pytest
 
 from lima_align.pipeline.ablate import ARM_STAGES, load_ablation, mix_config, run_ablation, train_config
 from lima_align.errors import LimaError
+from lima_align.pipeline.steps import hyperparameters
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ablations"
 
@@ -44,11 +45,12 @@ def test_tiny_ablation_runs_every_arm_to_a_plot_and_resumes(tmp_path):
     # a re-run skips the candidates and every stage of every arm, and rewrites the plot
     again = []
     run_ablation(cfg, log=again.append)
-    assert sum("done in an earlier run, skipped" in line for line in again) == 1 + len(names) * len(ARM_STAGES)
+    assert sum("done in an earlier run, skipped" in line for line in again) == 4 + len(names) * len(ARM_STAGES)
     assert any(line.startswith("plot: ") for line in again)
-    # changed settings are refused, not silently reused
-    with pytest.raises(LimaError, match="settings changed"):
-        run_ablation(load_ablation(CONFIGS / "tiny-cpu.yaml", [f"out={out}", "samples=3"]), log=lambda m: None)
+    # the stage keys, as in `lima-align run`: changed training settings with checkpoints on disk are refused
+    with pytest.raises(LimaError, match=r"train: its settings or inputs changed since it ran \(train.lr\)"):
+        run_ablation(load_ablation(CONFIGS / "tiny-cpu.yaml", [f"out={out}", "train.lr=3e-4"]), log=lambda m: None)
+    assert (out / "arms" / "stackexchange" / "train").is_dir()  # nothing deleted
 
 
 @pytest.mark.parametrize("name,arms", [("diversity", {"stackexchange-filtered": 2000, "wikihow": 2000,
@@ -68,7 +70,7 @@ def test_paper_ablations_resolve(name, arms, tmp_path):
         assert sum(spec.n for spec in mix.test) == 300  # the paper's test prompts, the same in every arm
         t = train_config(cfg, tmp_path / arm.name)
         assert (t.epochs, t.lr, t.batch_size, t.residual_dropout) == (15, 1e-5, 64, 0.2)
-        hypers.add(json.dumps({k: v for k, v in vars(t).items() if k not in ("data", "out", "lora")}, sort_keys=True))
+        hypers.add(json.dumps(hyperparameters(t), sort_keys=True))
     assert len(hypers) == 1
     if name == "long-is-more":
         assert [mix_config(cfg, a).strategy for a in cfg.arms] == ["longest", "random"]

@@ -20,7 +20,7 @@ def test_short_demo_runs_every_stage_and_resumes(tmp_path):
     lines = []
     results = run_demo(cfg, log=lines.append)
     out = tmp_path / "demo"
-    assert results["curate"]["candidates"]["stackexchange"] > 0
+    assert results["curate"]["stackexchange"]["examples"] > 0
     assert results["mix"]["splits"]["train"] == 8 and results["mix"]["splits"]["test"] == 2
     assert results["train"]["steps"] == 1 and (out / "train").is_dir()
     for name in ("before", "after"):
@@ -28,10 +28,15 @@ def test_short_demo_runs_every_stage_and_resumes(tmp_path):
         assert len(rows) == 2 and all(r["generator"] == name for r in rows)
     judgments = [json.loads(x) for x in (out / "judgments" / "after-vs-before.jsonl").read_text().splitlines()]
     assert len(judgments) == 2
-    html = results["judge-report"]["report"]
+    html = results["report"]["report"]
     assert html.endswith(".html") and "after vs before" in open(html).read()
-    assert any(line.startswith("[6/6] judge-report") for line in lines)
+    assert any(line.startswith("[10/10] report") for line in lines)
     # a second run skips every completed stage
     again = []
     run_demo(cfg, log=again.append)
-    assert sum("done in an earlier run, skipped" in line for line in again) == 6
+    assert sum("done in an earlier run, skipped" in line for line in again) == 10
+    # the stage keys: a longer answer budget redoes both generations, the judging and the report, nothing else
+    changed = []
+    run_demo(DemoConfig(**{**cfg.__dict__, "max_new_tokens": 7}), log=changed.append)
+    redone = [line.split("] ", 1)[1].split(":", 1)[0] for line in changed if "starting it again from scratch" in line]
+    assert redone == ["generate-before", "generate-after", "judge", "report"]

@@ -11,22 +11,11 @@ import pytest
 
 from lima_align.config import ConfigError
 from lima_align.errors import LimaError
-from lima_align.pipeline.run import SourceSpec, curate_argv, load_recipe, run_pipeline, stage_status
+from lima_align.pipeline.run import load_run_config, run_pipeline, source_configs, stage_status
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data"))
-TINY = REPO / "configs" / "recipes" / "tiny-cpu.yaml"
-
-
-def test_curate_arguments_follow_the_options(tmp_path):
-    spec = SourceSpec(name="se", command="stackexchange", paths=["a.7z", "b"],
-                      options={"min-score": 3, "no_progress": True, "allow-references": False, "site": ["x", "y"]})
-    assert curate_argv(spec, tmp_path) == [
-        "stackexchange", "a.7z", "b", "--out", str(tmp_path / "candidates" / "se.jsonl"),
-        "--report", str(tmp_path / "candidates" / "se.report.json"), "--min-score", "3", "--no-progress",
-        "--site", "x", "--site", "y"]
-    with pytest.raises(ConfigError, match="'out' is set by the run"):
-        curate_argv(SourceSpec(name="se", command="stackexchange", paths=["a"], options={"out": "x"}), tmp_path)
+TINY = REPO / "configs" / "runs" / "tiny-cpu.yaml"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -45,18 +34,19 @@ def test_bad_recipes_are_clear_errors(override, message):
         node = node[int(part)] if part.isdigit() else node[part]
     node[last] = int(value) if value.isdigit() else value
     from lima_align.config import from_dict
-    from lima_align.pipeline.run import RecipeConfig
+    from lima_align.pipeline.run import RunConfig
 
     with pytest.raises((ConfigError, ValueError), match=message):
-        from_dict(RecipeConfig, values, where="recipe")
+        from_dict(RunConfig, values, where="recipe")
 
 
 def test_unknown_curate_option_names_the_source(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = load_recipe(TINY, [f"out={tmp_path}"])
-    cfg.sources[0].options["min-votes"] = 3
-    with pytest.raises(ConfigError, match="source 'stackexchange': .*unrecognized arguments: --min-votes 3"):
+    cfg = load_run_config(TINY, [f"out={tmp_path}"])
+    cfg.sources[1].options["min-votes"] = 3  # the second source: the check comes before the first one runs
+    with pytest.raises(ConfigError, match=r"source 'wikihow' \(curate wikihow\): unknown option 'min-votes'"):
         run_pipeline(cfg, log=lambda m: None)
+    assert not (tmp_path / "candidates").exists()
 
 
 def _ran(logs: list[str]) -> list[str]:
@@ -74,7 +64,7 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
     logs: list[str] = []
-    result = run_pipeline(load_recipe(TINY, [f"out={out}"]), log=logs.append)
+    result = run_pipeline(load_run_config(TINY, [f"out={out}"]), log=logs.append)
     all_stages = ["curate-stackexchange", "curate-wikihow", "curate-writingprompts", "curate-natural_instructions",
                   "mix", "train", "select", "generate", "judge", "report"]
     assert _ran(logs) == all_stages
@@ -90,30 +80,30 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     assert Path(result["report"]["report"]).is_file()
 
     logs.clear()
-    run_pipeline(load_recipe(TINY, [f"out={out}"]), log=logs.append)
+    run_pipeline(load_run_config(TINY, [f"out={out}"]), log=logs.append)
     assert _ran(logs) == [] and sum("skipped" in line for line in logs) == len(all_stages)
-    status = stage_status(load_recipe(TINY, [f"out={out}"]))
+    status = stage_status(load_run_config(TINY, [f"out={out}"]))
     assert [n for n, _ in status] == all_stages and all(state.startswith("done in ") for _, state in status)
 
     logs.clear()  # a decoding change: the answers, their judgments and the report are redone, nothing before
-    run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append)
+    run_pipeline(load_run_config(TINY, [f"out={out}", "sampling.max_new_tokens=12"]), log=logs.append)
     assert _ran(logs) == ["generate", "judge", "report"]
     rows = [json.loads(line) for line in (out / "outputs" / "tiny.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["completion_tokens"] <= 12 for r in rows)
 
     logs.clear()  # logging settings and the run folder's spelling do not change any result: nothing re-runs
-    run_pipeline(load_recipe(TINY, [f"out={out}/../run", "sampling.max_new_tokens=12",
+    run_pipeline(load_run_config(TINY, [f"out={out}/../run", "sampling.max_new_tokens=12",
                                     "train_settings.tensorboard=true"]), log=logs.append)
     assert _ran(logs) == []
 
     # a training change after checkpoints exist is refused, naming it (no silent deletion of hours of work)
     with pytest.raises(LimaError, match=r"train: its settings or inputs changed since it ran \(train.lr\)"):
-        run_pipeline(load_recipe(TINY, [f"out={out}", "train_settings.lr=2e-4"]), log=lambda m: None)
+        run_pipeline(load_run_config(TINY, [f"out={out}", "train_settings.lr=2e-4"]), log=lambda m: None)
     assert (out / "train" / "checkpoint-6").is_dir()
 
     logs.clear()  # --from train: training and everything after it again, this time under a launcher (torchrun)
     launch = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 1"
-    result = run_pipeline(load_recipe(TINY, [f"out={out}", "sampling.max_new_tokens=12", f"train_launch={launch}"]),
+    result = run_pipeline(load_run_config(TINY, [f"out={out}", "sampling.max_new_tokens=12", f"train_launch={launch}"]),
                           log=logs.append, rerun_from="train")
     assert _ran(logs) == ["train", "select", "generate", "judge", "report"]
     assert any("-m lima_align.train" in line for line in logs) and (out / "train-config.yaml").is_file()
@@ -123,21 +113,23 @@ def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(t
     logs.clear()  # a moved run folder: the stages recorded the old paths; new answers still find the checkpoint
     moved = tmp_path / "moved"
     out.rename(moved)
-    run_pipeline(load_recipe(TINY, [f"out={moved}", "sampling.max_new_tokens=10", f"train_launch={launch}"]),
+    run_pipeline(load_run_config(TINY, [f"out={moved}", "sampling.max_new_tokens=10", f"train_launch={launch}"]),
                  log=logs.append)
     assert _ran(logs) == ["generate", "judge", "report"]
     assert (moved / "outputs" / "tiny.jsonl").is_file()
 
 
-def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_path, monkeypatch):
-    from lima_align.cli import build_parser
+def test_paper_run_config_resolves_and_every_source_gets_its_typed_config(tmp_path, monkeypatch):
     from lima_align.pipeline.run import mix_config, train_config
+    from lima_align.sources import get_source
 
     monkeypatch.chdir(REPO)
-    cfg = load_recipe(REPO / "configs" / "recipes" / "lima-paper.yaml", [f"out={tmp_path}"])
-    for spec in cfg.sources:
-        args = build_parser().parse_args(["curate", *curate_argv(spec, tmp_path)])
-        assert args.source == spec.command
+    cfg = load_run_config(REPO / "configs" / "runs" / "lima-paper.yaml", [f"out={tmp_path}"])
+    configs = source_configs(cfg)
+    assert [type(c) for c in configs] == [get_source(s.command).config_type for s in cfg.sources]
+    by_name = dict(zip((s.name for s in cfg.sources), configs))
+    assert [c.tasks for n, c in by_name.items() if n.startswith("natural")] == [50]  # options: {tasks: 50}
+    assert sorted(c.max_candidates for c in configs if hasattr(c, "max_candidates")) == [210, 450]
     mix = mix_config(cfg)
     assert sum(s.n for s in mix.inputs) == 1000 and sum(s.n for s in mix.dev) == 50
     assert sum(s.n for s in mix.test) == 300 and mix.base_dir == str(tmp_path)
@@ -152,7 +144,7 @@ def test_paper_recipe_resolves_and_every_source_parses_as_a_curate_command(tmp_p
 
 def test_missing_inputs_are_listed_before_anything_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = load_recipe(REPO / "configs" / "recipes" / "lima-paper.yaml", [f"out={tmp_path / 'run'}"])
+    cfg = load_run_config(REPO / "configs" / "runs" / "lima-paper.yaml", [f"out={tmp_path / 'run'}"])
     with pytest.raises(LimaError) as err:
         run_pipeline(cfg, log=lambda m: None)
     message = str(err.value)

@@ -24,11 +24,11 @@ def _stage(tmp_path, calls, fail=False):
 def test_same_key_skips_changed_key_redoes_from_scratch(tmp_path):
     calls, logs = [], []
     out = tmp_path / "result"
-    first = Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key={"a": 1}, outputs=[out])
-    again = Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key={"a": 1}, outputs=[out])
+    first = Stages(tmp_path, logs.append).run("s", _stage(tmp_path, calls), key={"a": 1}, outputs=[out])
+    again = Stages(tmp_path, logs.append).run("s", _stage(tmp_path, calls), key={"a": 1}, outputs=[out])
     assert len(calls) == 1 and again["key"] == first["key"] == fingerprint({"a": 1})
     assert "skipped" in logs[-1]
-    Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key={"a": 2}, outputs=[out])
+    Stages(tmp_path, logs.append).run("s", _stage(tmp_path, calls), key={"a": 2}, outputs=[out])
     assert len(calls) == 2
     assert any("settings or inputs changed" in line for line in logs)
     assert sorted(p.name for p in out.iterdir()) == ["part2"]  # the old output was deleted first
@@ -38,9 +38,9 @@ def test_interrupted_stage_resumes_without_deleting_and_missing_outputs_rerun(tm
     calls, logs = [], []
     out = tmp_path / "result"
     with pytest.raises(RuntimeError):
-        Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls, fail=True), key="k", outputs=[out])
+        Stages(tmp_path, logs.append).run("s", _stage(tmp_path, calls, fail=True), key="k", outputs=[out])
     assert (tmp_path / "stages" / "s.started.json").is_file() and not (tmp_path / "stages" / "s.json").exists()
-    Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key="k", outputs=[out])
+    Stages(tmp_path, logs.append).run("s", _stage(tmp_path, calls), key="k", outputs=[out])
     assert any("interrupted earlier, resuming" in line for line in logs)
     assert sorted(p.name for p in out.iterdir()) == ["part1", "part2"]  # partial work kept for the resume
     assert not (tmp_path / "stages" / "s.started.json").exists()
@@ -50,7 +50,7 @@ def test_interrupted_stage_resumes_without_deleting_and_missing_outputs_rerun(tm
     import shutil
 
     shutil.rmtree(out)
-    Stages(tmp_path, logs.append).run("s", 1, _stage(tmp_path, calls), key="k", outputs=[out])
+    Stages(tmp_path, logs.append).run("s", _stage(tmp_path, calls), key="k", outputs=[out])
     assert len(calls) == 3 and any("outputs missing" in line for line in logs)
 
 
@@ -81,10 +81,10 @@ def test_protected_stage_refuses_a_changed_key_naming_what_changed(tmp_path):
     from lima_align.errors import LimaError
 
     calls, out = [], tmp_path / "result"
-    Stages(tmp_path, lambda m: None).run("train", 1, _stage(tmp_path, calls), key={"train": {"lr": 1}, "data": "x"},
+    Stages(tmp_path, lambda m: None).run("train", _stage(tmp_path, calls), key={"train": {"lr": 1}, "data": "x"},
                                          outputs=[out], protect="run with --from train")
     with pytest.raises(LimaError, match=r"train: its settings or inputs changed since it ran \(train.lr\); run with"):
-        Stages(tmp_path, lambda m: None).run("train", 1, _stage(tmp_path, calls),
+        Stages(tmp_path, lambda m: None).run("train", _stage(tmp_path, calls),
                                              key={"train": {"lr": 2}, "data": "x"}, outputs=[out], protect="run with")
     assert len(calls) == 1 and (out / "part1").is_file()  # nothing deleted
 
@@ -102,3 +102,20 @@ def test_digests_are_cached_by_path_size_and_time(tmp_path, monkeypatch):
     assert first == again and len(reads) == 1
     f.write_text("a,b,c\n")
     assert Stages(tmp_path / "run", lambda m: None).digest(f) != first and len(reads) == 2
+
+
+def test_status_and_forget_read_the_markers_without_running_anything(tmp_path):
+    calls, out = [], tmp_path / "result"
+    assert Stages(tmp_path).status(["a", "b"]) == [("a", "not run"), ("b", "not run")]
+    assert not (tmp_path / "stages").exists()  # asking creates nothing
+    Stages(tmp_path, lambda m: None, total=2).run("a", _stage(tmp_path, calls), key=1, outputs=[out])
+    with pytest.raises(RuntimeError):
+        Stages(tmp_path, lambda m: None).run("b", _stage(tmp_path, calls, fail=True), key=1)
+    (a_name, a_state), (b_name, b_state) = Stages(tmp_path).status(["a", "b"])
+    assert a_name == "a" and a_state.startswith("done in ") and a_state.endswith(": ok")
+    assert (b_name, b_state) == ("b", "interrupted (a run resumes it)")
+    Stages(tmp_path).forget(["a", "b"])
+    assert Stages(tmp_path).status(["a", "b"]) == [("a", "not run"), ("b", "not run")]
+    lines = []
+    Stages(tmp_path, lines.append, total=2).run("a", _stage(tmp_path, calls), key=1, outputs=[out])
+    assert len(calls) == 3 and lines[0] == "[1/2] a ..."  # forgotten: it ran again

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.cli import curate_sources
+from lima_align.cli import main
 from lima_align.errors import DataError
 from lima_align.sources import authored
 
@@ -16,8 +16,8 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "authored"
 
 def test_fixture_folder_to_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, rep = tmp_path / "a.jsonl", tmp_path / "a.report.json"
-    assert curate_sources.run(["authored", str(FIX), "--out", str(out), "--report", str(rep),
-                               "--license", "CC BY-NC-SA 4.0"]) == 0
+    assert main(["curate", "authored", str(FIX), "--out", str(out), "--report", str(rep),
+                 "--license", "CC BY-NC-SA 4.0"]) == 0
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(rows) == {"authored-boil-egg", "authored-lockpick-refusal", "authored-dev-haiku",
                          "authored-list-first"}

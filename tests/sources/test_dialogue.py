@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.cli import curate_sources
+from lima_align.cli import main
 from lima_align.errors import DataError
 from lima_align.sources import dialogue
 
@@ -17,7 +17,7 @@ DUMP = Path(__file__).resolve().parents[1] / "fixtures" / "stackexchange" / "fix
 
 def test_chain_alternates_asker_and_answerer(tmp_path: Path) -> None:
     out, rep = tmp_path / "d.jsonl", tmp_path / "d.report.json"
-    assert curate_sources.run(["dialogue", str(DUMP), "--out", str(out), "--report", str(rep)]) == 0
+    assert main(["curate", "dialogue", str(DUMP), "--out", str(out), "--report", str(rep)]) == 0
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     turns = row["conversations"]
     assert len(turns) == 6 and len(turns) % 2 == 0  # the asker's last, unanswered comment is dropped

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.cli import curate_sources
+from lima_align.cli import main
 from lima_align.errors import DataError
 from lima_align.sources import natural_instructions as sni
 
@@ -19,7 +19,7 @@ def tasks_dir(shared_data: Path) -> Path:
 
 
 def run_cli(*argv: str) -> int:
-    return curate_sources.run(list(argv))
+    return main(["curate", *argv])
 
 
 def test_real_tasks_keep_generation_only(tasks_dir: Path, tmp_path: Path) -> None:
@@ -78,10 +78,8 @@ def test_bad_task_files_are_counted_or_raise(tasks_dir: Path, tmp_path: Path) ->
         sni.curate([tmp_path], skip_bad=False)
 
 
-def test_nothing_kept_is_an_error(tasks_dir: Path, tmp_path: Path) -> None:
-    from lima_align.errors import LimaError
-
-    with pytest.raises(LimaError, match="no examples kept"):
-        run_cli("natural-instructions", str(tasks_dir / "task318_stereoset_classification_gender.json"),
-                "--out", str(tmp_path / "x.jsonl"))
+def test_nothing_kept_is_an_error(tasks_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("natural-instructions", str(tasks_dir / "task318_stereoset_classification_gender.json"),
+                   "--out", str(tmp_path / "x.jsonl")) == 2
+    assert "lima-align: error: no examples kept from 1 considered" in capsys.readouterr().err
     assert (tmp_path / "x.report.json").exists() and not (tmp_path / "x.jsonl").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.cli import curate_sources
+from lima_align.cli import main
 from lima_align.conversation import ReadReport
 from lima_align.errors import DataError
 from lima_align.sources import reddit
@@ -20,7 +20,7 @@ RS, RC, ASK = FIX / "RS_fixture_writingprompts.zst", FIX / "RC_fixture_writingpr
 
 def run(tmp_path: Path, *argv: str) -> tuple[list[dict], dict]:
     out, rep = tmp_path / "r.jsonl", tmp_path / "r.report.json"
-    assert curate_sources.run(["reddit", *argv, "--out", str(out), "--report", str(rep)]) == 0
+    assert main(["curate", "reddit", *argv, "--out", str(out), "--report", str(rep)]) == 0
     return [json.loads(x) for x in out.read_text().splitlines()], json.loads(rep.read_text())
 
 

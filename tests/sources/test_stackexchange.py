@@ -18,7 +18,7 @@ from lima_align.errors import DataError
 from lima_align.sources.se_dump import parse_tags, resolve_input
 from lima_align.sources.se_pairs import license_for, prompt_is_title
 from lima_align.sources.se_sites import EXCLUDED, classify, load_site_table, site_from_path
-from lima_align.sources.stackexchange import CurateConfig, SelectionConfig, curate_stackexchange
+from lima_align.sources.stackexchange import StackExchangeConfig, curate_stackexchange
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("beer.stackexchange.com", "coffee.stackexchange.com")
@@ -115,13 +115,12 @@ def test_real_dumps_rows_and_report(se_data, raw_posts, tmp_path, capsys, option
 
 def test_seeded_reproducible_and_parallel_identical(se_data, tmp_path):
     paths = [str(se_data / s) for s in SITES]
-    sel = SelectionConfig(min_score=3, min_chars=400, keep_per_site=30)
-    one = curate_stackexchange(CurateConfig(paths, selection=sel, per_group=40))
-    two = curate_stackexchange(CurateConfig(paths, selection=sel, per_group=40, workers=2))
+    cfg = StackExchangeConfig(min_score=3, min_chars=400, per_group=40)
+    one = curate_stackexchange(paths, cfg)
+    two = curate_stackexchange(paths, StackExchangeConfig(min_score=3, min_chars=400, per_group=40, workers=2))
     assert one.examples == two.examples and len(one.examples) == 40
-    other = curate_stackexchange(CurateConfig(paths, selection=SelectionConfig(**{**sel.__dict__, "seed": 1}),
-                                              per_group=40))
-    assert [e["id"] for e in other.examples] != [e["id"] for e in one.examples]
+    other = curate_stackexchange(paths, StackExchangeConfig(min_score=3, min_chars=400, per_group=40, seed=1))
+    assert [e.id for e in other.examples] != [e.id for e in one.examples]
 
 
 def test_site_groups_override_and_stem_group(se_data, tmp_path, capsys):
@@ -142,9 +141,9 @@ def test_7z_archive_streams_like_the_xml(se_data, tmp_path):
     archive = tmp_path / "beer.stackexchange.com.7z"
     with py7zr.SevenZipFile(archive, "w") as zf:
         zf.write(se_data / SITES[0] / "Posts.xml", "Posts.xml")
-    sel = SelectionConfig(min_score=3, min_chars=400)
-    from_7z = curate_stackexchange(CurateConfig([str(archive)], selection=sel))
-    from_xml = curate_stackexchange(CurateConfig([str(se_data / SITES[0])], selection=sel))
+    cfg = StackExchangeConfig(min_score=3, min_chars=400)
+    from_7z = curate_stackexchange([str(archive)], cfg)
+    from_xml = curate_stackexchange([str(se_data / SITES[0])], cfg)
     assert from_7z.examples == from_xml.examples and from_7z.examples
     assert from_7z.report["sites"][SITES[0]]["questions"] == from_xml.report["sites"][SITES[0]]["questions"]
 
@@ -197,20 +196,20 @@ def test_quirks_bom_doctype_order_planted_and_types(tmp_path):
     rows += [{"Id": 9, "PostTypeId": 5, "Score": 0, "Body": ""}, {"Id": 11, "PostTypeId": 2, "Score": 50}]
     rows += qa(20, 21, Tags="<a><b-c>")
     data = b"\xef\xbb\xbf" + posts_xml(rows, '<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE posts>\n')
-    result = curate_stackexchange(CurateConfig([str(write_site(tmp_path, data))]))
+    result = curate_stackexchange([str(write_site(tmp_path, data))], StackExchangeConfig())
     site = result.report["sites"]["beer.stackexchange.com"]
     assert site["rows_by_type"] == {"1": 3, "2": 4, "5": 1}
     assert site["questions"]["rejected"] == {"planted_post": 1} and site["questions"]["kept"] == 2
     assert site["answers"]["outcomes"] == {"top_answer": 2, "planted_post": 1, "missing_fields": 1}
-    by_id = {e["meta"]["question_id"]: e for e in result.examples}
-    assert by_id[1]["meta"]["tags"] == ["brewing", "mash"] and by_id[20]["meta"]["tags"] == ["a", "b-c"]
-    assert by_id[1]["meta"]["license"] == "CC BY-SA 4.0" and by_id[1]["meta"]["answer_license"] == "CC BY-SA 2.5"
+    by_id = {e.meta["question_id"]: e for e in result.examples}
+    assert by_id[1].meta["tags"] == ["brewing", "mash"] and by_id[20].meta["tags"] == ["a", "b-c"]
+    assert by_id[1].meta["license"] == "CC BY-SA 4.0" and by_id[1].meta["answer_license"] == "CC BY-SA 2.5"
 
 
 def test_top_answer_only_and_missing_fields_counted(tmp_path):
     rows = qa(1, 2, score=12) + [{"Id": 3, "PostTypeId": 2, "ParentId": 1, "Score": 30, "Body": "<p>Short.</p>"}]
     rows += [{"Id": 4, "PostTypeId": 1, "Score": 3, "Body": "<p>x</p>"}]  # no Title
-    result = curate_stackexchange(CurateConfig([str(write_site(tmp_path, posts_xml(rows)))]))
+    result = curate_stackexchange([str(write_site(tmp_path, posts_xml(rows)))], StackExchangeConfig())
     site = result.report["sites"]["beer.stackexchange.com"]
     assert site["questions"]["rejected"] == {"answer_too_short": 1, "missing_fields": 1}
     assert site["answers"]["outcomes"] == {"top_answer": 1, "not_top_answer": 1}
@@ -240,13 +239,15 @@ def test_entities_are_never_expanded(tmp_path, doctype):
     rows[1]["Body"] = LONG + "<p>&x;</p>"
     data = posts_xml(rows, f'<?xml version="1.0"?>\n{doctype}\n').replace(b"&amp;x;", b"&x;")
     with pytest.raises(DataError, match="declares XML entities"):
-        curate_stackexchange(CurateConfig([str(write_site(tmp_path, data))]))
+        curate_stackexchange([str(write_site(tmp_path, data))], StackExchangeConfig())
 
 
 def test_zero_output_is_not_silent(se_data, tmp_path, capsys):
     code, err = run([str(se_data / SITES[1]), "--out", str(tmp_path / "c.jsonl"), "--min-score", "100000"],
                     capsys)
     assert code == 1 and "no example passed the filters" in err and "no_answer_min_score" in err
+    assert (tmp_path / "c.jsonl").read_text() == ""  # an empty candidates file, and the report beside it
+    assert json.loads((tmp_path / "c.report.json").read_text())["totals"]["examples_written"] == 0
 
 
 def test_help_shows_the_paper_defaults(capsys):
@@ -269,7 +270,7 @@ def test_site_names_groups_and_exclusion(tmp_path):
     with pytest.raises(DataError, match="not in the site table"):
         classify("nosuchsite", table)
     site = write_site(tmp_path, posts_xml(qa(1, 2)), "meta.beer.stackexchange.com")
-    result = curate_stackexchange(CurateConfig([str(site)]))
+    result = curate_stackexchange([str(site)], StackExchangeConfig())
     assert result.examples == [] and "meta.beer.stackexchange.com" in result.report["excluded_sites"]
     with pytest.raises(DataError, match="no such file"):
         resolve_input(tmp_path / "missing.7z")
@@ -295,7 +296,7 @@ def test_cleaning_never_lengthens_real_answers(raw_posts):
 def test_corrupt_row_attributes_are_counted_skips(tmp_path):
     rows = qa(1, 2) + [{"Id": "x", "PostTypeId": 1, "Score": 1, "Title": "t", "Body": "b"},
                        {"Id": 7, "PostTypeId": 2, "ParentId": "", "Score": 99, "Body": LONG}]
-    result = curate_stackexchange(CurateConfig([str(write_site(tmp_path, posts_xml(rows)))]))
+    result = curate_stackexchange([str(write_site(tmp_path, posts_xml(rows)))], StackExchangeConfig())
     site = result.report["sites"]["beer.stackexchange.com"]
     assert site["questions"]["rejected"] == {"missing_fields": 1}
     assert site["answers"]["outcomes"]["missing_fields"] == 1 and len(result.examples) == 1
@@ -304,5 +305,5 @@ def test_corrupt_row_attributes_are_counted_skips(tmp_path):
 def test_copy_of_real_dir_under_other_site_name(se_data, tmp_path):
     d = tmp_path / "some-dump"
     shutil.copytree(se_data / SITES[1], d)
-    result = curate_stackexchange(CurateConfig([str(d)], sites=["coffee"], selection=SelectionConfig(min_score=3)))
-    assert result.examples and {e["meta"]["site"] for e in result.examples} == {"coffee.stackexchange.com"}
+    result = curate_stackexchange([str(d)], StackExchangeConfig(site=["coffee"], min_score=3))
+    assert result.examples and {e.meta["site"] for e in result.examples} == {"coffee.stackexchange.com"}

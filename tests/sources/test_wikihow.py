@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.cli import curate_sources
+from lima_align.cli import main
 from lima_align.errors import DataError
 from lima_align.sources import wikihow
 
@@ -22,9 +22,9 @@ def real(shared_data: Path) -> Path:
 
 def test_real_scrape_every_row_follows_the_rules(real: Path, tmp_path: Path) -> None:
     out, rep = tmp_path / "wh.jsonl", tmp_path / "wh.report.json"
-    assert curate_sources.run(["wikihow", str(real / "message_drift_wikihow_steps_conditions.jsonl"),
-                               "--index", str(real / "wikihowagent_wikihow_tutorials_index.csv"),
-                               "--out", str(out), "--report", str(rep)]) == 0
+    assert main(["curate", "wikihow", str(real / "message_drift_wikihow_steps_conditions.jsonl"),
+                 "--index", str(real / "wikihowagent_wikihow_tutorials_index.csv"),
+                 "--out", str(out), "--report", str(rep)]) == 0
     report = json.loads(rep.read_text())
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert report["considered"] == 94  # 150 section records of 94 distinct articles

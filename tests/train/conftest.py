@@ -52,9 +52,11 @@ def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 2):
 
 
 def small_config(lima_path: Path, out: Path, **overrides):
+    from lima_align.chat_format import ChatFormat
     from lima_align.train import TrainConfig
 
-    defaults = dict(model="tiny", data=str(lima_path), out=str(out), max_examples=16, max_chars=600, max_len=96,
+    defaults = dict(model="tiny", data=str(lima_path), out=str(out), max_examples=16, max_chars=600,
+                    chat=ChatFormat(max_len=96),
                     epochs=2, batch_size=8, micro_batch_size=4, lr=1e-3, lr_end=1e-4, tensorboard=False,
                     residual_dropout=0.1, logging_steps=1, mixed_precision="no")
     defaults.update(overrides)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lima_align.chat_format import render
+from lima_align.chat_format import FORMAT_FILE, ChatFormat, load_chat_format, render
 from lima_align.train import train
 from lima_align.train.checkpoint import MARKER, RUN_INFO, complete_checkpoints
 
@@ -28,7 +28,7 @@ def test_fine_tune_learns_to_stop_and_saves_loadable_checkpoints(lima_path, base
     tokenizer = copy.deepcopy(base_tokenizer)
     model = tiny_llama(len(tokenizer), layers=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    config = small_config(lima_path, tmp_path / "run", max_examples=4, max_chars=260, max_len=96, epochs=40,
+    config = small_config(lima_path, tmp_path / "run", max_examples=4, max_chars=260, epochs=40,
                           batch_size=4, micro_batch_size=4, lr=1e-2, lr_end=1e-3, residual_dropout=0.0,
                           save_total_limit=2, weight_decay=0.0)
     result = train(config, model=model, tokenizer=tokenizer, log=lambda s: None)
@@ -37,10 +37,11 @@ def test_fine_tune_learns_to_stop_and_saves_loadable_checkpoints(lima_path, base
     assert [c.name for c in result.checkpoints] == ["checkpoint-39", "checkpoint-40"]
     last = result.checkpoints[-1]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.pt", "scheduler.pt",
-                 "rng_state.pth", "trainer_state.json", MARKER, RUN_INFO):
+                 "rng_state.pth", "trainer_state.json", MARKER, RUN_INFO, FORMAT_FILE):
         assert (last / name).is_file(), name
     info = json.loads((last / RUN_INFO).read_text())
     assert info["config"]["epochs"] == 40 and info["versions"]["transformers"]
+    assert info["config"]["chat"]["max_len"] == 96 and load_chat_format(last) == ChatFormat(max_len=96)
     # every parameter changed; the loss went down
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed == set(before)

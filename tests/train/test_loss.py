@@ -68,9 +68,9 @@ def test_accumulation_1x32_equals_4x8(lima_path, base_tokenizer, tmp_path, batch
 
     grads = []
     for micro in (32, 8):
-        config = small_config(lima_path, tmp_path / f"m{micro}", max_examples=32, max_len=64, epochs=1,
-                              batch_size=32, micro_batch_size=micro, residual_dropout=0.0, batching=batching,
-                              max_grad_norm=1e9)
+        config = small_config(lima_path, tmp_path / f"m{micro}", max_examples=32, chat=ChatFormat(max_len=64),
+                              epochs=1, batch_size=32, micro_batch_size=micro, residual_dropout=0.0,
+                              batching=batching, max_grad_norm=1e9)
         tok = copy.deepcopy(base_tokenizer)
         prepared = prepare(config, tiny_llama(len(tok)), tok)
         grab = _GradGrab(prepared.model)

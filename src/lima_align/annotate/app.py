@@ -28,6 +28,7 @@ from lima_align.evaluate.agreement import agreement_from_rows
 from lima_align.annotate.pages import HERE, item_view
 from lima_align.annotate.study import add_annotator, validate_label
 from lima_align.errors import LimaError
+from lima_align.formats.turns import parse_turns
 
 COOKIE = "lima_annotate_token"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -115,8 +116,6 @@ def form_label(kind: str, form: dict[str, list[str]]) -> Any:
         decision = one.get("decision")
         if decision != "edit":
             return {"decision": decision}
-        from lima_align.sources.authored import parse_turns
-
         try:
             return {"decision": "edit", "conversations": parse_turns(one.get("edited", ""), "<edited>")}
         except LimaError as exc:

@@ -19,7 +19,10 @@ from typing import Any, Mapping
 
 from lima_align.annotate import db
 from lima_align.annotate.study import study_config
+from lima_align.conversation import Example
+from lima_align.curate.review import Counts, decisions_path, write_accepted
 from lima_align.evaluate.protocols import model_verdict
+from lima_align.fileio import write_jsonl
 
 
 def _base(kind: str, payload: dict[str, Any], annotator: str, study: str) -> dict[str, Any]:
@@ -69,10 +72,6 @@ def export_rows(conn: sqlite3.Connection, study_row: sqlite3.Row) -> list[dict[s
 def export_review(conn: sqlite3.Connection, study_row: sqlite3.Row, out: str | Path) -> dict[str, int]:
     """A review study's accepted examples, written exactly as ``lima-align review`` writes them (the latest
     decision per candidate wins when several annotators decided it), plus the decision log beside them."""
-    from lima_align.conversation import Example
-    from lima_align.curate.review import Counts, _write_accepted, decisions_path
-    from lima_align.fileio import write_jsonl
-
     items = [json.loads(r["payload"]) for r in
              conn.execute("SELECT payload FROM items WHERE study_id=? ORDER BY idx", (study_row["id"],))]
     candidates = [Example(**item["example"]) for item in items]
@@ -83,7 +82,7 @@ def export_review(conn: sqlite3.Connection, study_row: sqlite3.Row, out: str | P
         decided[cid] = {"id": cid, **json.loads(rec["label"]), "annotator": rec["annotator"]}
     write_jsonl(decisions_path(out), list(decided.values()))
     counts = Counts()
-    _write_accepted(candidates, decided, out, counts)  # the terminal queue's own writer: identical output
+    write_accepted(candidates, decided, out, counts)  # the terminal queue's own writer: identical output
     return {"accepted": counts.accepted, "edited": counts.edited, "rejected": counts.rejected,
             "pending": counts.pending}
 

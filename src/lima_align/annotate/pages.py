@@ -11,6 +11,7 @@ from typing import Any
 from markupsafe import Markup
 
 from lima_align.annotate.study import TEMPLATES
+from lima_align.formats.turns import render_turns
 
 HERE = Path(__file__).parent
 SHORTCUTS = {
@@ -88,8 +89,6 @@ def item_view(kind: str, rec: Any, queue: list[Any]) -> dict[str, Any]:
         view["turns"] = [{"n": i // 2 + 1, "user": markdown(conv[i]), "assistant": markdown(conv[i + 1]),
                           "label": label[i // 2] if label else None} for i in range(0, len(conv) - 1, 2)]
     else:
-        from lima_align.sources.authored import render_turns
-
         conv = (label or {}).get("conversations") or payload["example"]["conversations"]
         view["turns"] = [{"role": "User" if i % 2 == 0 else "Assistant", "html": markdown(t)}
                          for i, t in enumerate(payload["example"]["conversations"])]

@@ -1,6 +1,6 @@
 """The ``lima-align`` command line: parses arguments and calls the library; no logic lives here.
 
-Each command group is a module with ``register(subparsers)``; a command's handler takes the parsed arguments and
+Each command is a module with ``register(subparsers)``; a command's handler takes the parsed arguments and
 returns an exit code. User errors (:class:`~lima_align.errors.LimaError`) print one line and exit with code 2;
 ``--debug`` shows the traceback instead.
 """
@@ -11,11 +11,12 @@ import argparse
 import sys
 
 from lima_align import __version__
-from lima_align.cli import (ablate, annotate, curate, data, demo, generate, judge, mix, models, review, run, serve,
-                            train)
+from lima_align.cli import (ablate, annotate, chat, curate, data, demo, generate, judge, mix, models, report, review,
+                            run, select, serve, train)
 from lima_align.errors import LimaError
 
-GROUPS = (demo, run, data, models, curate, mix, review, train, generate, serve, judge, annotate, ablate)
+GROUPS = (demo, run, data, models, curate, mix, review, train, generate, chat, serve, judge, report, select,
+          annotate, ablate)
 
 
 def build_parser() -> argparse.ArgumentParser:

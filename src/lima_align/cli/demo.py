@@ -45,6 +45,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\ndone. training loss {train.get('first_loss')} -> {train.get('last_loss')}")
     print(f"answers before: {results['generate-before']['outputs']}")
     print(f"answers after : {results['generate-after']['outputs']}")
-    print(f"judgments     : {results['judge-report']['judgments']}")
-    print(f"report        : {results['judge-report']['report']}")
+    print(f"judgments     : {', '.join(results['judge']['judgments'])}")
+    print(f"report        : {results['report']['report']}")
     return 0

@@ -35,6 +35,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
+def engine_from_args(args: argparse.Namespace, batch_size: int = 1):
+    """The engine of ``--model`` (with its saved chat format) on ``--device``."""
+    from lima_align.generate.engine import HFEngine
+    from lima_align.generate.loading import load_for_generation
+
+    model, tokenizer, fmt = load_for_generation(args.model, add_eot=args.add_eot, device=args.device)
+    return HFEngine(model, tokenizer, fmt, batch_size=batch_size)
+
+
 def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
     from lima_align.errors import LimaError
 

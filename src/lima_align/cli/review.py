@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lima_align.conversation import OddTurns
+from lima_align.curate.review import review
+from lima_align.formats.rows import read_examples
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from lima_align.formats.rows import read_examples
-    from lima_align.curate.review import review
-
     candidates = read_examples(args.file, odd_turns=OddTurns.KEEP)  # prompt-only test candidates are reviewed too
     review(candidates, args.out)
     return 0

@@ -1,23 +1,13 @@
-"""``lima-align chat`` (interactive terminal chat) and ``lima-align serve`` (OpenAI-compatible HTTP API)."""
+"""``lima-align serve``: a checkpoint behind an OpenAI-compatible HTTP API (:mod:`lima_align.generate.server`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from lima_align.cli.generate import add_model_options, add_sampling_options, sampling_from_args
+from lima_align.cli.generate import add_model_options, add_sampling_options, engine_from_args, sampling_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    chat = sub.add_parser(
-        "chat", help="chat with a checkpoint in the terminal (streaming)",
-        description="Multi-turn chat rendered with the training template. Commands: /reset, /save FILE "
-                    "(append the transcript as a JSONL conversation row), /quit; Ctrl-D ends. Lines are read "
-                    "from stdin, so a script can be piped in.")
-    add_model_options(chat)
-    add_sampling_options(chat)
-    chat.set_defaults(func=cmd_chat)
-
     serve = sub.add_parser(
         "serve", help="serve a checkpoint with an OpenAI-compatible API",
         description="OpenAI-compatible /v1/chat/completions (streaming and not), /v1/models and /health. "
@@ -39,45 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def _engine(args: argparse.Namespace, batch_size: int = 1):
-    from lima_align.generate.engine import HFEngine
-    from lima_align.generate.loading import load_for_generation
-
-    model, tokenizer, fmt = load_for_generation(args.model, add_eot=args.add_eot, device=args.device)
-    return HFEngine(model, tokenizer, fmt, batch_size=batch_size)
-
-
-def cmd_chat(args: argparse.Namespace) -> int:
-    from lima_align.generate.chat import HELP, ChatSession, run_chat
-
-    config = sampling_from_args(args)
-    engine = _engine(args)
-    interactive = sys.stdin.isatty()
-    if interactive:
-        print(f"lima-align chat with {args.model}; {HELP}", file=sys.stderr)
-    stdin = _Terminal() if interactive else sys.stdin
-    run_chat(engine, ChatSession(args.model, config), stdin, sys.stdout,
-             reply_prefix="model> " if interactive else "")
-    return 0
-
-
-class _Terminal:
-    """``readline()`` through input(), which gives line editing and history when readline is available."""
-
-    def __init__(self) -> None:
-        try:
-            import readline  # noqa: F401
-        except ImportError:
-            pass
-
-    def readline(self) -> str:
-        try:
-            return input("you> ") + "\n"
-        except EOFError:
-            print()
-            return ""
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from lima_align.errors import LimaError
     from lima_align.generate.openai_api import ServerLimits
@@ -87,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_tokens_cap < 1 or args.batch_size < 1:
         raise LimaError("--max-tokens-cap and --batch-size must be >= 1")
     limits = ServerLimits(max_tokens=args.max_tokens_cap, system=args.system)
-    engine = _engine(args, args.batch_size)
+    engine = engine_from_args(args, args.batch_size)
     serve(engine, host=args.host, port=args.port, served_name=args.served_name or args.model,
           api_key=args.api_key, defaults=defaults, limits=limits, window_s=args.batch_window_ms / 1000)
     return 0

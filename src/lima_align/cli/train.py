@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train", help="fine-tune a causal LM with the LIMA recipe",
         description="Fine-tune with the LIMA recipe. CONFIG is a YAML preset (configs/train/lima.yaml, demo-cpu.yaml, "
-                    "...); key=value overrides any field (lora.enabled=true, epochs=5). Multi-GPU: "
-                    "accelerate launch -m lima_align.train CONFIG [key=value ...].")
+                    "...); key=value overrides any field (lora.enabled=true, epochs=5, chat.max_len=512). "
+                    "Multi-GPU: accelerate launch -m lima_align.train CONFIG [key=value ...].")
     parser.add_argument("config", nargs="?", help="YAML config (defaults: the paper's recipe)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument("--data", help="training data file (any format lima-align reads)")

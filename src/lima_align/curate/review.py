@@ -24,7 +24,7 @@ from typing import Any, Callable
 from lima_align.conversation import Example
 from lima_align.errors import DataError, LimaError
 from lima_align.fileio import iter_jsonl, write_jsonl
-from lima_align.sources.authored import parse_turns, render_turns
+from lima_align.formats.turns import parse_turns, render_turns
 
 PROMPT = "[a]ccept  [r]eject  [e]dit  [s]kip  [q]uit > "
 KEYS = {"a": "accept", "r": "reject", "e": "edit", "s": "skip", "q": "quit"}
@@ -139,7 +139,7 @@ def review(candidates: list[Example], out: str | Path, *, ask: Callable[[str], s
             counts.this_session += 1
     except (EOFError, KeyboardInterrupt):
         show("interrupted: decisions so far are saved; run the same command again to resume")
-    _write_accepted(candidates, decided, out, counts)
+    write_accepted(candidates, decided, out, counts)
     show(counts.summary())
     return counts
 
@@ -162,8 +162,12 @@ def _decide(ex: Example, shown: str, ask: Callable[[str], str], show: Callable[[
             return {"id": ex.id, "decision": action}
 
 
-def _write_accepted(candidates: list[Example], decided: dict[str, dict[str, Any]], out: str | Path,
-                    counts: Counts) -> None:
+def write_accepted(candidates: list[Example], decided: dict[str, dict[str, Any]], out: str | Path,
+                   counts: Counts) -> None:
+    """Write the accepted (and edited) candidates to ``out``, in candidate order; ``counts`` adds up the decisions.
+
+    ``decided`` is the last decision per candidate id; ``meta.review`` says ``accepted`` or ``edited``.
+    """
     accepted = []
     for ex in candidates:
         rec = decided.get(ex.id)

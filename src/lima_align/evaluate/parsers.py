@@ -20,11 +20,6 @@ _SAFETY_LINE = re.compile(r"safety\s*[:\-]\s*\**\s*(safe|unsafe)\b", re.I)
 _SCORE_LINE = re.compile(r"^\W*(?:score\s*[:\-]\s*)?([1-6])\W*$", re.I)
 
 
-def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
-    found = list(pattern.finditer(text))
-    return found[-1] if found else None
-
-
 def parse_pairwise(text: str | None) -> str | None:
     """'A', 'B' or 'tie' (neither significantly better) as the judge said it, in POSITION terms."""
     if not text:

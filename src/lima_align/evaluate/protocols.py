@@ -18,7 +18,6 @@ from lima_align.evaluate.answers import Answer, format_history
 from lima_align.evaluate.runner import Call, Task
 from lima_align.evaluate.templates import Template
 
-ORDERS = ("ab", "ba")
 _TO_MODEL = {"ab": {"A": "a", "B": "b", "tie": "tie"}, "ba": {"A": "b", "B": "a", "tie": "tie"}}
 
 

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from lima_align.chat_format import ChatFormat, add_special_tokens
+from lima_align.chat_format import ChatFormat, add_special_tokens, load_chat_format
 from lima_align.errors import LimaError
 from lima_align.models import load_model, load_tokenizer, resolve_model
-
-RUN_INFO = "lima-run.json"  # written beside every training checkpoint
-
-
-def chat_format_of(folder: str | Path) -> ChatFormat:
-    """The chat format saved with a lima-align checkpoint (its run config), or the default one."""
-    info_path = Path(folder) / RUN_INFO
-    if not info_path.is_file():
-        return ChatFormat()
-    config = json.loads(info_path.read_text()).get("config", {})
-    return ChatFormat(eot=config.get("eot", "<|eot|>"), user_prefix=config.get("user_prefix", ""),
-                      assistant_prefix=config.get("assistant_prefix", ""))
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -34,11 +20,13 @@ def pick_device(device: str | None = None) -> torch.device:
 def load_for_generation(model: str, *, add_eot: bool = False, device: str | None = None) -> tuple[Any, Any, ChatFormat]:
     """Model, tokenizer and chat format of a checkpoint, ready to generate.
 
-    A model that was not trained with lima-align has no EOT token: that is an error unless ``add_eot`` is set,
-    which adds it (embedding = the mean of the pretrained rows), e.g. to compare a base model before tuning.
+    The format is the one saved beside the checkpoint (:func:`~lima_align.chat_format.load_chat_format`); a model
+    that was not trained with lima-align (a base model, a hub id) gets the default one. Such a model has no EOT
+    token: that is an error unless ``add_eot`` is set, which adds it (embedding = the mean of the pretrained rows),
+    e.g. to compare a base model before tuning.
     """
     path = resolve_model(model)
-    fmt = chat_format_of(path)
+    fmt = load_chat_format(path) or ChatFormat()
     tokenizer = load_tokenizer(model)
     dev = pick_device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32

@@ -9,31 +9,32 @@ plus ``key=value`` overrides). Every arm runs the same stages, one arm after the
 then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
 With ``parallel: N`` the arms run N at a time, each in its own process pinned to one of ``devices`` (e.g. one
 GPU each; :mod:`lima_align.pipeline.arm_processes`); the plot waits for all of them. Each arm lives in
-``<out>/arms/<name>/``; each stage leaves a completion marker there (:class:`lima_align.pipeline.stages.Stages`), so a
-re-run skips finished stages and arms (training resumes from its last complete checkpoint; generation and judging
-resume row by row). An arm whose resolved settings changed since its markers were written is an error, not a
-silent reuse of stale results.
+``<out>/arms/<name>/``. Its stages are the steps of ``lima-align run`` (:mod:`lima_align.pipeline.steps`), keyed
+the same way: a re-run skips finished stages and arms, redoes a stage whose settings or inputs changed (and what
+reads from it), and resumes an interrupted one (training from its last complete checkpoint; generation and
+judging row by row). Changed training settings after checkpoints exist are an error naming what changed.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lima_align.config import ConfigError, from_dict, to_dict, yaml_with
-from lima_align.pipeline.demo import DEMO_DATA
+from lima_align.config import ConfigError, _set_dotted, from_dict, load_config, parse_override, to_dict, yaml_with
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
 from lima_align.generate.decoding import SamplingConfig
-from lima_align.pipeline.stages import Stages, fingerprint
+from lima_align.pipeline import steps
+from lima_align.pipeline.arm_processes import run_arms_in_processes
+from lima_align.pipeline.demo import DEMO_DATA, DemoConfig, demo_sources
+from lima_align.pipeline.stages import Stages
+from lima_align.pipeline.steps import PER_RUN, GenerateJob
 
 Log = Callable[[str], None]
 ARM_STAGES = ("mix", "train", "generate", "judge", "summary")
-RUN_SPECIFIC = ("data", "out")  # TrainConfig fields that differ between arms by design
 
 
 @dataclass
@@ -85,18 +86,16 @@ class AblationConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}")
-        for key in RUN_SPECIFIC + ("model",):
+        for key in PER_RUN + ("model",):
             if key in self.train:
                 raise ValueError(f"train.{key} is set per arm (or by 'model'); remove it from 'train'")
         from lima_align.train.config import TrainConfig
 
-        typed = from_dict(TrainConfig, self.train, where="ablation", prefix="train.")  # unknown keys fail here
-        self.train = {k: getattr(typed, k) if not isinstance(v, dict) else v for k, v in self.train.items()}
+        typed = to_dict(from_dict(TrainConfig, self.train, where="ablation", prefix="train."))  # unknown keys fail
+        self.train = {k: typed.get(k, v) if not isinstance(v, dict) else v for k, v in self.train.items()}
 
 
 def load_ablation(path: str | Path, overrides: list[str] | None = None) -> AblationConfig:
-    from lima_align.config import load_config
-
     return load_config(AblationConfig, path, overrides)
 
 
@@ -107,7 +106,6 @@ def _split(total: int, parts: int) -> list[int]:
 
 def mix_config(cfg: AblationConfig, arm: ArmConfig) -> Any:
     """The arm's resolved :class:`~lima_align.curate.mix.MixConfig`."""
-    from lima_align.config import _set_dotted, parse_override
     from lima_align.curate.mix import MixConfig
 
     values = yaml_with(arm.mix, arm.recipe)
@@ -137,11 +135,6 @@ def train_config(cfg: AblationConfig, arm_dir: Path) -> Any:
     return from_dict(TrainConfig, values, where="ablation train settings")
 
 
-def shared_hyperparameters(train_cfg: Any) -> dict[str, Any]:
-    """Everything of a TrainConfig except its per-arm data and output folder (identical across arms)."""
-    return {k: v for k, v in to_dict(train_cfg).items() if k not in RUN_SPECIFIC}
-
-
 def judge_config(cfg: AblationConfig) -> Any:
     from lima_align.evaluate.judge_config import judge_from
 
@@ -149,38 +142,12 @@ def judge_config(cfg: AblationConfig) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- stages
-def prepare_demo_candidates(out: Path, cfg: AblationConfig) -> dict[str, Any]:
-    """The shipped excerpts curated with the sources' own code (as the demo does), plus its test prompts."""
-    from lima_align.pipeline.demo import DemoConfig, curate_all
-
-    info = curate_all(out, DemoConfig(per_source=cfg.demo_per_source, seed=cfg.seed))
+def curate_demo_candidates(stages: Stages, cfg: AblationConfig) -> None:
+    """The shipped excerpts curated as the demo curates them, and its test prompts, into ``<out>/candidates``."""
+    out = Path(cfg.out)
+    for spec in demo_sources(DemoConfig(per_source=cfg.demo_per_source, seed=cfg.seed)):
+        steps.curate(stages, spec, out)
     shutil.copyfile(DEMO_DATA / "vicuna_8.jsonl", out / "candidates" / "test-prompts.jsonl")
-    return info
-
-
-def run_mix(arm_dir: Path, mix: Any) -> dict[str, Any]:
-    from lima_align.curate.mix import build_mix, write_mix
-
-    result = build_mix(mix)
-    report = write_mix(result, mix, arm_dir / "mix" / "train.jsonl")
-    sizes = {split: len(rows) for split, rows in result.splits.items()}
-    short = report.get("shortfalls") or []
-    return {"splits": sizes, "shortfalls": short,
-            "summary": f"train {sizes['train']}, test {sizes['test']}" + (f", {len(short)} SHORTFALL(S)" if short
-                                                                         else "")}
-
-
-def run_train(arm_dir: Path, train_cfg: Any, log: Log) -> dict[str, Any]:
-    from lima_align.train.run import train
-
-    result = train(train_cfg, resume=(arm_dir / "train").is_dir(), log=lambda m: log("  " + m))
-    losses = [h["loss"] for h in result.log_history if "loss" in h]
-    gc.collect()
-    return {"checkpoint": str(result.checkpoints[-1]), "steps": result.global_step,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "hyperparameters": shared_hyperparameters(train_cfg),
-            "summary": f"{result.global_step} steps" + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses
-                                                        else "")}
 
 
 def test_prompts_path(cfg: AblationConfig, arm_dir: Path) -> Path:
@@ -189,42 +156,6 @@ def test_prompts_path(cfg: AblationConfig, arm_dir: Path) -> Path:
     path = Path(cfg.test_prompts)
     base = cfg.base_dir or (cfg.out if cfg.curate_demo else "")
     return path if path.is_absolute() or not base else Path(base) / path
-
-
-def _limited_prompts(cfg: AblationConfig, arm_dir: Path) -> Path:
-    """The test prompts this arm answers (the first ``test_limit`` when set), copied into the arm folder."""
-    from lima_align.generate.batch import copy_prompts
-
-    return copy_prompts(test_prompts_path(cfg, arm_dir), arm_dir / "outputs" / "test-prompts.jsonl", cfg.test_limit,
-                        missing_hint="set test_prompts, or give the mix recipes a test split")
-
-
-def run_generate(cfg: AblationConfig, arm: str, arm_dir: Path, checkpoint: str) -> dict[str, Any]:
-    from lima_align.generate.batch import generate_file
-    from lima_align.generate.engine import HFEngine
-    from lima_align.generate.loading import load_for_generation
-
-    prompts = _limited_prompts(cfg, arm_dir)
-    lm, tokenizer, fmt = load_for_generation(checkpoint, device=cfg.device)
-    engine = HFEngine(lm, tokenizer, fmt, batch_size=cfg.gen_batch_size)
-    path = arm_dir / "outputs" / f"{arm}.jsonl"
-    report = generate_file(engine, prompts, path, cfg.sampling, samples=cfg.samples, generator=arm)
-    del lm, engine
-    gc.collect()
-    ids = sorted({json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line})
-    return {"outputs": str(path), "prompts": report.prompts, "test_prompt_ids": fingerprint(ids),
-            **{k: v for k, v in report.to_dict().items() if k != "prompts"},
-            "summary": f"{report.prompts} prompts x {cfg.samples} samples, {report.generated_tokens} tokens"}
-
-
-def run_judge(cfg: AblationConfig, judge: Any, arm_dir: Path, answers: str) -> dict[str, Any]:
-    from lima_align.evaluate.judging import JudgeSetup, judge_single
-
-    out = arm_dir / "judgments" / "likert.jsonl"
-    report = judge_single(JudgeSetup(judge, cache_path=Path(cfg.out) / "judge-cache.sqlite"), "likert", answers, out)
-    gc.collect()
-    return {"judgments": str(out), **report.to_dict(),
-            "summary": f"{report.tasks} answers graded by {judge.name} ({report.missing} unparsed)"}
 
 
 def summarize_arm(arm: str, arm_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
@@ -242,37 +173,25 @@ def summarize_arm(arm: str, arm_dir: Path, results: dict[str, Any]) -> dict[str,
     return {**summary, "summary": f"mean {likert['mean']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}], n {likert['n']}"}
 
 
-def _check_settings(arm_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuse to reuse an arm's markers when its resolved settings changed since they were written."""
-    path = arm_dir / "arm-settings.json"
-    if path.is_file() and (arm_dir / "stages").is_dir() and any((arm_dir / "stages").iterdir()):
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if fingerprint(old) != fingerprint(settings):
-            changed = sorted(k for k in settings if old.get(k) != settings.get(k))
-            raise LimaError(f"{arm_dir}: the arm's settings changed since it ran ({', '.join(changed)}); "
-                            "use a new 'out' folder or delete this arm's folder to re-run it")
-    write_json(path, settings)
-
-
 def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[str, Any]:
     arm_dir = Path(cfg.out) / "arms" / arm.name
     arm_dir.mkdir(parents=True, exist_ok=True)
-    mix = mix_config(cfg, arm)
-    train_cfg = train_config(cfg, arm_dir)
-    settings = {"mix": to_dict(mix), "train": shared_hyperparameters(train_cfg), "sampling": to_dict(cfg.sampling),
-                "samples": cfg.samples, "judge": judge.identity(), "test_prompts": cfg.test_prompts,
-                "test_limit": cfg.test_limit}
-    _check_settings(arm_dir, settings)
     alog: Log = lambda m: log(f"  [{arm.name}] {m}")  # noqa: E731
-    stages = Stages(arm_dir, alog)
-    total = len(ARM_STAGES)
-    r: dict[str, Any] = {}
-    r["mix"] = stages.run("mix", total, lambda: run_mix(arm_dir, mix))
-    r["train"] = stages.run("train", total, lambda: run_train(arm_dir, train_cfg, alog))
-    r["generate"] = stages.run("generate", total,
-                               lambda: run_generate(cfg, arm.name, arm_dir, r["train"]["checkpoint"]))
-    r["judge"] = stages.run("judge", total, lambda: run_judge(cfg, judge, arm_dir, r["generate"]["outputs"]))
-    r["summary"] = stages.run("summary", total, lambda: summarize_arm(arm.name, arm_dir, r))
+    stages = Stages(arm_dir, alog, total=len(ARM_STAGES))
+    r: dict[str, Any] = {"mix": steps.mix(stages, mix_config(cfg, arm), arm_dir)}
+    r["train"] = steps.train(stages, train_config(cfg, arm_dir), alog)
+    checkpoint = arm_dir / "train" / Path(r["train"]["checkpoint"]).name
+    answers = arm_dir / "outputs" / f"{arm.name}.jsonl"
+    job = GenerateJob(name=arm.name, model=str(checkpoint), model_key=[r["train"]["key"], checkpoint.name],
+                      prompts=test_prompts_path(cfg, arm_dir), out=answers, sampling=cfg.sampling,
+                      samples=cfg.samples, limit=cfg.test_limit, batch_size=cfg.gen_batch_size, device=cfg.device,
+                      missing_hint="set test_prompts, or give the mix recipes a test split")
+    r["generate"] = steps.generate(stages, job)
+    r["judge"] = steps.judge_likert(stages, judge, answers, arm_dir / "judgments" / "likert.jsonl",
+                                    Path(cfg.out) / "judge-cache.sqlite")
+    r["summary"] = stages.run("summary", lambda: summarize_arm(arm.name, arm_dir, r),
+                              key={name: info["key"] for name, info in r.items()},
+                              outputs=[arm_dir / "arm-summary.json"])
     return r
 
 
@@ -328,10 +247,8 @@ def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None 
     write_json(out / "ablation-config.json", to_dict(cfg))
     log(f"lima-align ablate {cfg.name}: {len(cfg.arms)} arm(s) -> {out.resolve()}")
     if cfg.curate_demo:
-        Stages(out, log).run("curate-demo", 1, lambda: prepare_demo_candidates(out, cfg))
+        curate_demo_candidates(Stages(out, log, total=len(demo_sources(DemoConfig()))), cfg)
     if cfg.parallel > 1 and len(cfg.arms) > 1:
-        from lima_align.pipeline.arm_processes import run_arms_in_processes
-
         run_arms_in_processes(cfg, log)
     arms = []
     for i, arm in enumerate(cfg.arms, 1):  # after a parallel run: every stage is done, the markers are read

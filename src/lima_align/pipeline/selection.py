@@ -19,10 +19,36 @@ from lima_align.evaluate.answers import pair_answers, read_answers
 from lima_align.evaluate.judging import JudgeSetup, judge_answer_pairs, judge_answers, read_rows
 from lima_align.evaluate.statistics import likert_summary, win_tie_loss
 from lima_align.fileio import write_json
+from lima_align.generate.batch import answer_prompts
+from lima_align.generate.decoding import SamplingConfig
+from lima_align.train.checkpoint import MARKER, complete_checkpoints
+
+
+@dataclass
+class SelectSpec:
+    """Checkpoint selection on the dev prompts as a run configures it (the paper: epochs 5-10, by a judge, never
+    by loss)."""
+
+    enabled: bool = True  # false: use the last checkpoint
+    dev: str = ""  # dev prompts ("" = the mix's dev split)
+    epochs: str = "5-10"
+    method: str = "likert"  # likert | pairwise
+    max_new_tokens: int = 512
+    limit: int = 0  # > 0: judge only the first N dev prompts
+
+    def __post_init__(self) -> None:
+        if self.method not in ("likert", "pairwise"):
+            raise ValueError(f"select.method must be likert or pairwise, got {self.method!r}")
+
+    def options(self, device: str | None = None) -> "SelectOptions":
+        return SelectOptions(epochs=parse_epochs(self.epochs), method=self.method,
+                             max_new_tokens=self.max_new_tokens, device=device, limit=self.limit or None)
 
 
 @dataclass
 class SelectOptions:
+    """Resolved selection settings (what ``lima-align select`` and :class:`SelectSpec` both give)."""
+
     epochs: tuple[int, int] = (5, 10)
     method: str = "likert"
     max_new_tokens: int = 512
@@ -44,8 +70,6 @@ def parse_epochs(text: str) -> tuple[int, int]:
 
 def checkpoints_in_window(run_dir: str | Path, window: tuple[int, int]) -> list[tuple[int, Path]]:
     """(epoch, folder) of the complete checkpoints whose (rounded) epoch is in the window."""
-    from lima_align.train.checkpoint import MARKER, complete_checkpoints
-
     found = []
     for folder in complete_checkpoints(run_dir):
         epoch = json.loads((folder / MARKER).read_text()).get("epoch")
@@ -57,15 +81,8 @@ def checkpoints_in_window(run_dir: str | Path, window: tuple[int, int]) -> list[
 
 
 def generate_dev_answers(folder: Path, dev: str | Path, out: Path, name: str, options: SelectOptions) -> Path:
-    from lima_align.generate.batch import generate_file
-    from lima_align.generate.engine import HFEngine
-    from lima_align.generate.loading import load_for_generation
-    from lima_align.generate.decoding import SamplingConfig
-
-    model, tokenizer, fmt = load_for_generation(str(folder), device=options.device)
-    engine = HFEngine(model, tokenizer, fmt)
     config = SamplingConfig(temperature=options.temperature, max_new_tokens=options.max_new_tokens)
-    generate_file(engine, dev, out, config, generator=name)
+    answer_prompts(str(folder), dev, out, config, generator=name, batch_size=16, device=options.device)
     return out
 
 

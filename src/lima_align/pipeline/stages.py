@@ -86,15 +86,19 @@ def _remove(path: Path) -> None:
 
 
 class Stages:
-    """Completion markers (and keys) in ``<out>/stages``; see the module docstring."""
+    """Completion markers (and keys) in ``<out>/stages``; see the module docstring. The only code that reads or
+    writes those markers: drivers ask it for :meth:`status` and :meth:`forget` instead of opening them."""
 
-    def __init__(self, out: Path, log: Log):
+    def __init__(self, out: Path, log: Log = print, total: int = 0):
         self.dir = Path(out) / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.log = log
+        self.total = total  # stages of the whole job, for the "[i/N]" tags (0: count only)
         self.count = 0
         cache = self.dir / "digests.json"
         self.digests: dict[str, str] = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+
+    def _paths(self, name: str) -> tuple[Path, Path]:
+        return self.dir / f"{name}.json", self.dir / f"{name}.started.json"
 
     def digest(self, path: str | Path) -> str:
         """:func:`file_digest` with this run folder's cache of digests (saved at once)."""
@@ -104,16 +108,36 @@ class Stages:
             write_json(self.dir / "digests.json", self.digests)
         return digest
 
-    def run(self, name: str, total: int, fn: Callable[[], dict[str, Any]], *, key: Any = None,
+    def status(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """``(stage, state)`` without running anything: "done in N s: summary", "interrupted (a run resumes it)"
+        or "not run". A changed config may still redo a done stage (its key is checked when it runs)."""
+        rows = []
+        for name in names:
+            marker, started = self._paths(name)
+            if marker.is_file():
+                info = json.loads(marker.read_text(encoding="utf-8"))
+                rows.append((name, f"done in {info.get('seconds', '?')} s: {info.get('summary', '')}"))
+            else:
+                rows.append((name, "interrupted (a run resumes it)" if started.is_file() else "not run"))
+        return rows
+
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop these stages' markers so that they run again (their outputs are then redone from scratch)."""
+        for name in names:
+            for path in self._paths(name):
+                path.unlink(missing_ok=True)
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]], *, key: Any = None,
             outputs: Sequence[Path] = (), protect: str | None = None) -> dict[str, Any]:
         """Run ``fn`` unless an earlier run finished it with the same key; returns its summary (with ``key``).
 
         ``protect``: when the key changed and the stage's outputs exist, refuse (with this hint) instead of
         deleting them: for outputs that cost hours, such as trained checkpoints.
         """
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.count += 1
-        tag = f"[{self.count}/{total}] {name}"
-        marker, started = self.dir / f"{name}.json", self.dir / f"{name}.started.json"
+        tag = f"[{self.count}/{self.total}] {name}" if self.total else f"[{self.count}] {name}"
+        marker, started = self._paths(name)
         want = None if key is None else fingerprint(key)
         done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
         if done is not None and done.get("key") == want and all(Path(p).exists() for p in outputs):

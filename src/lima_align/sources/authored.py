@@ -1,6 +1,7 @@
 """Hand-written examples: an authoring format pleasant to write by hand -> conversation JSONL, plus a style linter.
 
-Markdown, one example per file, YAML front matter then turns under ``## User`` / ``## Assistant`` headings::
+Markdown, one example per file, YAML front matter then turns under ``## User`` / ``## Assistant`` headings (the
+turns format of :mod:`lima_align.formats.turns`, which reviewers edit in too)::
 
     ---
     id: boil-egg            # optional (default: the file name)
@@ -27,13 +28,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import yaml
 
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.errors import DataError
 from lima_align.fileio import read_text
+from lima_align.formats.turns import turns_with_lines
+from lima_align.sources.base import Curated, Progress, audit, settings
 
 SOURCE = "authored"
 SPLITS = ("train", "dev", "test")
@@ -41,12 +44,23 @@ SAFETY = ("refusal", "sensitive")
 KEYS = frozenset({"id", "split", "safety", "tags", "license", "author", "group", "notes"})
 DEFAULT_LICENSE = "unspecified (set --license or 'license:' in the file)"
 MIN_WORDS = 50
-_HEADING = re.compile(r"^#{1,3}\s*(user|assistant)\s*$", re.IGNORECASE)
 _LEAD_BREAK = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|#|```|\|)")
 _ANECDOTE = re.compile(r"\b(?:I (?:once|remember|recall|used to|went|had|was|grew up)|when I was|"
                        r"my (?:wife|husband|mom|dad|mother|father|friend|kids?|own experience)|in my experience)\b",
                        re.IGNORECASE)
 _URL = re.compile(r"https?://\S+|www\.\S+|\[[^\]]*\]\([^)]*\)")
+
+
+@dataclass
+class AuthoredConfig:
+    """The options of ``curate authored`` (field = option name)."""
+
+    license: str = DEFAULT_LICENSE  # licence of the authored texts (a file's 'license:' wins)
+    min_words: int = MIN_WORDS  # answers shorter than this get a too_short warning
+    seed: int = 0  # accepted like every source's; nothing is drawn at random
+    # Accepted like every source's: hand-written files are fixed by their author, so an invalid example always
+    # stops the run (the opposite of dumps, where a bad record is skipped and counted).
+    strict: bool = False
 
 
 @dataclass
@@ -131,47 +145,7 @@ def read_markdown(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, int
             loader, node = _compose("\n".join(lines[1:end]), p, 2)
             fields, key_lines = _mapping(loader, node, p, 2)
         start = end + 1
-    return fields, _md_turns(lines, start, p), key_lines
-
-
-def parse_turns(text: str, origin: str | Path) -> list[str]:
-    """The turns of ``## User`` / ``## Assistant`` Markdown (no front matter): the format editors work in."""
-    return [t for t, _ in _md_turns(text.split("\n"), 0, Path(origin))]
-
-
-def render_turns(turns: list[str]) -> str:
-    """Turns as ``## User`` / ``## Assistant`` Markdown; :func:`parse_turns` reads it back."""
-    return "\n\n".join(f"## {'User' if i % 2 == 0 else 'Assistant'}\n{t.strip()}" for i, t in enumerate(turns)) + "\n"
-
-
-def _md_turns(lines: list[str], start: int, path: Path) -> list[tuple[str, int]]:
-    turns: list[tuple[str, int]] = []
-    body: list[str] = []
-    for i in range(start, len(lines)):
-        m = _HEADING.match(lines[i].strip())
-        if m:
-            _close_turn(turns, body, path)
-            expected = "user" if len(turns) % 2 == 0 else "assistant"
-            if m.group(1).lower() != expected:
-                raise DataError(f"expected '## {expected.title()}' (turns alternate, starting with the user)",
-                                path, i + 1)
-            turns.append(("", i + 1))
-            body = []
-        elif lines[i].strip() and not turns:
-            raise DataError("text before the first '## User' heading", path, i + 1)
-        else:
-            body.append(lines[i])
-    _close_turn(turns, body, path)
-    return turns
-
-
-def _close_turn(turns: list[tuple[str, int]], body: list[str], path: Path) -> None:
-    if not turns:
-        return
-    text = "\n".join(body).strip()
-    if not text:
-        raise DataError("empty turn", path, turns[-1][1])
-    turns[-1] = (text, turns[-1][1])
+    return fields, turns_with_lines(lines, start, p), key_lines
 
 
 def read_yaml(path: str | Path) -> list[tuple[dict[str, Any], list[tuple[str, int]], dict[str, int]]]:
@@ -268,3 +242,23 @@ def curate(inputs: Iterable[str | Path], *, license: str = DEFAULT_LICENSE, min_
             report.skip_bad(exc)
     report.kept = len(examples)
     return examples, report, warnings
+
+
+class AuthoredSource:
+    """``curate authored``: the :class:`~lima_align.sources.base.Source` of hand-written examples."""
+
+    name = "authored"
+    config_type = AuthoredConfig
+    negated: dict[str, str] = {}
+
+    def curate(self, paths: Sequence[str | Path], config: AuthoredConfig,
+               progress: Progress | None = None) -> Curated:
+        examples, read, warnings = curate(paths, license=config.license, min_words=config.min_words,
+                                          skip_bad=False)
+        counts: dict[str, int] = {}
+        for w in warnings:
+            counts[w.code] = counts.get(w.code, 0) + 1
+        safety = sum(1 for ex in examples if ex.meta.get("safety"))
+        extra = {"unit": "example", "warnings": counts, "safety_tagged": safety,
+                 "warning_lines": [str(w) for w in warnings[:200]]}
+        return Curated(examples, audit(self.name, read, settings(paths, config), extra), [str(w) for w in warnings])

@@ -18,12 +18,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from lxml import etree
 
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.curate.html import html_to_text
 from lima_align.errors import DataError
+from lima_align.sources.base import Curated, Progress, audit, settings
 from lima_align.sources.se_dump import QUESTION, Post, iter_rows, read_answer, read_question, resolve_input
 from lima_align.sources.se_pairs import license_for
 
@@ -35,6 +37,15 @@ REASONS = {
     "no_follow_up": "fewer than --min-turns alternating turns (question, answer, follow-up, reply)",
 }
 _MENTION = re.compile(r"^\s*@[\w.\-]+[,:]?\s*")
+
+
+@dataclass
+class DialogueConfig:
+    """The options of ``curate dialogue`` (field = option name)."""
+
+    min_turns: int = MIN_TURNS  # shortest chain kept (turns)
+    seed: int = 0  # accepted like every source's; nothing is drawn at random
+    strict: bool = False  # accepted like every source's; unreadable rows are always counted skips here
 
 
 @dataclass
@@ -84,6 +95,8 @@ def curate(dump_dir: str | Path, *, min_turns: int = MIN_TURNS) -> tuple[list[Ex
     """Chain candidates of one site dump; every question is kept or counted with a reason."""
     report = ReadReport()
     dump = resolve_input(dump_dir)
+    if dump.member is not None:  # Comments.xml is read from the folder of Posts.xml, which an archive lacks
+        raise DataError("dialogue reads a dump folder (Posts.xml and Comments.xml); extract the archive", dump_dir)
     questions: dict[int, Post] = {}
     answers: dict[int, list[Post]] = defaultdict(list)
     for kind, elem in iter_rows(dump, {}):
@@ -121,3 +134,25 @@ def _example(site: str, q: Post, a: Post, turns: list[tuple[str, str]]) -> Examp
     meta = provenance(site, license_for(latest), url=f"https://{site}/q/{q.id}", source_id=str(q.id),
                       answer_id=a.id, turns=len(turns), needs_edit=True)
     return Example(id=f"dialogue-{site}-{q.id}", conversations=[t for t, _ in turns], source=SOURCE, meta=meta)
+
+
+class DialogueSource:
+    """``curate dialogue``: the :class:`~lima_align.sources.base.Source` of comment-thread chains."""
+
+    name = "dialogue"
+    config_type = DialogueConfig
+    negated: dict[str, str] = {}
+
+    def curate(self, paths: Sequence[str | Path], config: DialogueConfig,
+               progress: Progress | None = None) -> Curated:
+        examples: list[Example] = []
+        read = ReadReport()
+        for dump in paths:
+            found, part = curate(dump, min_turns=config.min_turns)
+            examples += found
+            read.kept += part.kept
+            read.dropped.update(part.dropped)
+            read.skipped_bad.update(part.skipped_bad)
+            read.first_bad += part.first_bad[: 5 - len(read.first_bad)]
+        report = audit(self.name, read, settings(paths, config), {"unit": "question", "reasons": REASONS})
+        return Curated(examples, report)

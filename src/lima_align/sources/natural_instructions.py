@@ -27,11 +27,12 @@ import random
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.errors import DataError
 from lima_align.fileio import read_text
+from lima_align.sources.base import Curated, Progress, audit, settings
 
 SOURCE = "natural_instructions"
 DEFAULT_TASKS = 50
@@ -43,6 +44,16 @@ REASONS = {
     "no_usable_instance": "no instance has both a non-empty input and a non-empty output",
     "not_sampled": "an eligible task left out because more tasks qualified than requested",
 }
+
+
+@dataclass
+class NaturalInstructionsConfig:
+    """The options of ``curate natural-instructions`` (field = option name); defaults are the paper's."""
+
+    tasks: int = DEFAULT_TASKS  # number of tasks (one example each)
+    categories: str | None = None  # file of generation category names (default: the shipped list)
+    seed: int = 0
+    strict: bool = False  # an unreadable task file raises instead of being a counted skip
 
 
 @dataclass
@@ -204,3 +215,18 @@ def curate(inputs: Iterable[str | Path], *, n_tasks: int = DEFAULT_TASKS, seed: 
         report.dropped["not_sampled"] += len(eligible) - n_tasks
     report.kept = len(chosen)
     return chosen, report
+
+
+class NaturalInstructionsSource:
+    """``curate natural-instructions``: the :class:`~lima_align.sources.base.Source` of task files."""
+
+    name = "natural-instructions"
+    config_type = NaturalInstructionsConfig
+    negated: dict[str, str] = {}
+
+    def curate(self, paths: Sequence[str | Path], config: NaturalInstructionsConfig,
+               progress: Progress | None = None) -> Curated:
+        cats = load_generation_categories(config.categories) if config.categories else None
+        examples, read = curate(paths, n_tasks=config.tasks, seed=config.seed, categories=cats,
+                                skip_bad=not config.strict)
+        return Curated(examples, audit(self.name, read, settings(paths, config), {"unit": "task", "reasons": REASONS}))

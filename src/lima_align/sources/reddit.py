@@ -27,11 +27,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.curate.text import csv_rows, detokenize
 from lima_align.errors import DataError
+from lima_align.sources.base import Curated, Progress, audit, settings
 
 WRITINGPROMPTS, ASKREDDIT = "writingprompts", "askreddit"
 LICENSE = "Reddit user content (Reddit User Agreement; no open licence)"
@@ -157,17 +158,32 @@ def file_kind(path: str | Path) -> str:
     return "submissions" if "title" in first else "comments"
 
 
+# 3x the paper's 150 stories and 70 test prompts, for hand selection
+DEFAULT_CANDIDATES = {WRITINGPROMPTS: 450, ASKREDDIT: 210}
+
+
 @dataclass
 class RedditConfig:
-    """Selection settings; defaults aim at the paper's "most upvoted" posts (150 WP / 70 AskReddit, by hand)."""
+    """The options of ``curate reddit`` (field = option name); defaults aim at the paper's "most upvoted" posts
+    (150 WritingPrompts stories, 70 AskReddit prompts, picked by hand from these candidates)."""
 
     subreddit: str = WRITINGPROMPTS
     min_prompt_score: int = 100
     min_story_score: int = 10
-    min_words: int = 100
+    min_words: int = 100  # story length bounds (words)
     max_words: int = 1000
-    max_candidates: int = 450
-    strict: bool = False
+    max_candidates: int | None = None  # most upvoted first; None (or 0): DEFAULT_CANDIDATES[subreddit]
+    strict: bool = False  # a bad NDJSON line raises instead of being a counted skip
+    seed: int = 0  # accepted like every source's; the ranking draws nothing at random
+
+    def __post_init__(self) -> None:
+        if self.subreddit not in DEFAULT_CANDIDATES:
+            raise ValueError(f"subreddit must be one of {', '.join(DEFAULT_CANDIDATES)}, got {self.subreddit!r}")
+
+    @property
+    def limit(self) -> int:
+        """How many candidates are kept."""
+        return self.max_candidates or DEFAULT_CANDIDATES[self.subreddit]
 
 
 def _gone(*texts: Any) -> bool:
@@ -277,8 +293,8 @@ def curate(paths: Iterable[str | Path], cfg: RedditConfig) -> tuple[list[Example
     eligible = [c for c in found.values() if cfg.subreddit == ASKREDDIT or c.story is not None]
     report.dropped["no_story_reply"] += len(found) - len(eligible)
     eligible.sort(key=lambda c: (-(c.score if c.score is not None else -1), c.id))
-    report.dropped["not_in_top"] += max(0, len(eligible) - cfg.max_candidates)
-    chosen = eligible[:cfg.max_candidates]
+    report.dropped["not_in_top"] += max(0, len(eligible) - cfg.limit)
+    chosen = eligible[:cfg.limit]
     report.kept = len(chosen)
     extra = {"comments": {"considered": sum(outcomes.values()) + sum(bad_comments.skipped_bad.values()),
                           "outcomes": dict(outcomes.most_common()), "stories_used": len(eligible) if
@@ -347,3 +363,17 @@ def _example(c: Candidate, cfg: RedditConfig) -> Example:
         turns = [c.title]
     return Example(id=f"reddit-{cfg.subreddit}-{c.id}", conversations=turns, source=f"reddit_{cfg.subreddit}",
                    meta=provenance(sub, LICENSE, url=url, source_id=c.id, **curation))
+
+
+class RedditSource:
+    """``curate reddit``: the :class:`~lima_align.sources.base.Source` of Pushshift dumps and WritingPrompts CSVs."""
+
+    name = "reddit"
+    config_type = RedditConfig
+    negated: dict[str, str] = {}
+
+    def curate(self, paths: Sequence[str | Path], config: RedditConfig,
+               progress: Progress | None = None) -> Curated:
+        examples, read, extra = curate(paths, config)
+        report = audit(self.name, read, settings(paths, config), {"unit": "submission", **extra, "reasons": REASONS})
+        return Curated(examples, report)

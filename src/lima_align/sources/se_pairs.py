@@ -58,7 +58,7 @@ class SiteResult:
     questions: Counter = field(default_factory=Counter)  # considered, kept
     rejected: Counter = field(default_factory=Counter)  # question-level rejections by reason
     answers: Counter = field(default_factory=Counter)  # considered and one outcome per answer row
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[Example] = field(default_factory=list)
 
     def to_report(self) -> dict[str, Any]:
         return {"group": self.group, "input": self.input, "rows_by_type": dict(sorted(self.rows_by_type.items())),
@@ -182,7 +182,7 @@ class _SiteState:
         for qscore, negid, text, (qdate, qref, best) in sorted(heap, reverse=True):
             title, tags, body = self.spool.get(qref).split("\0", 2)
             pair = _Pair(site, group, -negid, qscore, title, body, qdate, best, text, parse_tags(tags))
-            result.candidates.append(build_example(pair, cfg).to_dict())
+            result.candidates.append(build_example(pair, cfg))
 
 
 @dataclass

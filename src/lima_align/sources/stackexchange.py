@@ -14,52 +14,82 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
+from lima_align.config import to_dict
+from lima_align.conversation import Example
 from lima_align.curate.filters import REASONS
 from lima_align.curate.site_sampling import site_weights, temperature_sample
 from lima_align.errors import DataError
-from lima_align.fileio import write_json, write_jsonl
+from lima_align.sources.base import Curated, Progress
 from lima_align.sources.se_dump import DumpInput, resolve_input
 from lima_align.sources.se_pairs import SOURCE, SelectionConfig, SiteResult, select_site
 from lima_align.sources.se_sites import EXCLUDED, GROUPS, SiteInfo, classify, load_site_table
 
-__all__ = ["CurateConfig", "CurateResult", "SelectionConfig", "curate_stackexchange", "run_stackexchange"]
+__all__ = ["SelectionConfig", "StackExchangeConfig", "StackExchangeSource", "curate_stackexchange", "total_bytes"]
+
+_SEL = SelectionConfig()
 
 
 @dataclass
-class CurateConfig:
-    """One Stack Exchange curation run; the defaults are the paper's."""
+class StackExchangeConfig:
+    """The options of ``curate stackexchange`` (field = option name); every default is the paper's."""
 
-    paths: list[str]
-    sites: list[str] = field(default_factory=list)  # site-name overrides, one per path when given
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    per_group: int = 200
+    site: list[str] = field(default_factory=list)  # site name of each path, in order (default: from the path)
+    site_groups: str | None = None  # CSV site,group[,note] overriding the shipped STEM/Other/excluded table
+    min_score: int = _SEL.min_score
+    min_chars: int = _SEL.min_chars
+    max_chars: int = _SEL.max_chars
+    drop_first_person: bool = _SEL.first_person  # --allow-first-person sets it to False
+    drop_references: bool = _SEL.references  # --allow-references sets it to False
+    title_prob: float = _SEL.title_prob
+    per_group: int = 200  # sampled per group (STEM, Other); also the most kept from one site
     tau: float = 3.0
-    site_groups: str | None = None  # CSV overriding the shipped site table
-    workers: int = 1
-    progress: bool = False
+    seed: int = _SEL.seed
+    workers: int = 1  # sites read in parallel processes
+    progress: bool = True  # a progress bar (drawn by the caller; --no-progress sets it to False)
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0:
+            raise ValueError(f"tau must be positive, got {self.tau}")
+
+    def selection(self) -> SelectionConfig:
+        """The per-site selection rules of this run."""
+        return SelectionConfig(min_score=self.min_score, min_chars=self.min_chars, max_chars=self.max_chars,
+                               first_person=self.drop_first_person, references=self.drop_references,
+                               title_prob=self.title_prob, seed=self.seed, keep_per_site=self.per_group)
 
 
-@dataclass
-class CurateResult:
-    """The sampled examples (as conversation rows) and the audit report."""
+class StackExchangeSource:
+    """``curate stackexchange``: the :class:`~lima_align.sources.base.Source` of site dumps."""
 
-    examples: list[dict[str, Any]]
-    report: dict[str, Any]
+    name = "stackexchange"
+    config_type = StackExchangeConfig
+    negated = {"allow_first_person": "drop_first_person", "allow_references": "drop_references",
+               "no_progress": "progress"}
+
+    def curate(self, paths: Sequence[str | Path], config: StackExchangeConfig,
+               progress: Progress | None = None) -> Curated:
+        return curate_stackexchange(paths, config, progress)
 
 
-def plan_sites(cfg: CurateConfig) -> tuple[list[tuple[DumpInput, SiteInfo]], list[SiteInfo]]:
+def run_config(paths: Sequence[str | Path], cfg: StackExchangeConfig) -> dict[str, Any]:
+    """The run's inputs and config, as the report (and the command's first line) record them."""
+    return {"paths": [str(p) for p in paths], **to_dict(cfg)}
+
+
+def plan_sites(paths: Sequence[str | Path],
+               cfg: StackExchangeConfig) -> tuple[list[tuple[DumpInput, SiteInfo]], list[SiteInfo]]:
     """The dumps to read with their group, and the excluded sites (named, not read)."""
-    if cfg.sites and len(cfg.sites) != len(cfg.paths):
-        raise DataError(f"--site was given {len(cfg.sites)} times for {len(cfg.paths)} paths; "
+    if cfg.site and len(cfg.site) != len(paths):
+        raise DataError(f"--site was given {len(cfg.site)} times for {len(paths)} paths; "
                         "give it once per PATH, in the same order, or not at all")
     table = load_site_table(cfg.site_groups)
     planned, excluded, seen = [], [], {}
-    for i, path in enumerate(cfg.paths):
-        dump = resolve_input(path, cfg.sites[i] if cfg.sites else None)
+    for i, path in enumerate(paths):
+        dump = resolve_input(path, cfg.site[i] if cfg.site else None)
         if dump.site in seen:
             raise DataError(f"site {dump.site!r} given twice (also {seen[dump.site]})", path)
         seen[dump.site] = path
@@ -75,16 +105,17 @@ def _site_task(dump: DumpInput, group: str, selection: SelectionConfig) -> SiteR
     return select_site(dump, group, selection)
 
 
-def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: CurateConfig,
-               progress: Callable[[int], None] | None = None) -> list[SiteResult]:
+def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConfig,
+               progress: Progress | None = None) -> list[SiteResult]:
     """Run the per-site pass on every planned dump, in ``cfg.workers`` processes; results in input order."""
+    selection = cfg.selection()
     if cfg.workers <= 1 or len(planned) <= 1:
-        return [select_site(dump, info.group, cfg.selection, progress) for dump, info in planned]
+        return [select_site(dump, info.group, selection, progress) for dump, info in planned]
     results: dict[str, SiteResult] = {}
     # spawn, not fork: the parent may hold threads (progress bar), which fork does not carry safely.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context) as pool:
-        futures = {pool.submit(_site_task, dump, info.group, cfg.selection): dump for dump, info in planned}
+        futures = {pool.submit(_site_task, dump, info.group, selection): dump for dump, info in planned}
         for future in as_completed(futures):
             dump = futures[future]
             results[dump.site] = future.result()
@@ -93,15 +124,15 @@ def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: CurateConfig,
     return [results[dump.site] for dump, _ in planned]
 
 
-def sample_groups(results: list[SiteResult], cfg: CurateConfig) -> tuple[list[dict], dict[str, Any]]:
+def sample_groups(results: list[SiteResult], cfg: StackExchangeConfig) -> tuple[list[Example], dict[str, Any]]:
     """Temperature-sample ``per_group`` examples in each group; returns them and the sampling report."""
-    examples: list[dict] = []
+    examples: list[Example] = []
     report: dict[str, Any] = {}
     for group in GROUPS:
         members = [r for r in results if r.group == group]
         pools = {r.site: r.candidates for r in members}
         sizes = {r.site: r.questions["considered"] for r in members}
-        seed = f"{cfg.selection.seed}:{group}"
+        seed = f"{cfg.seed}:{group}"
         drawn = temperature_sample(pools, sizes, cfg.per_group, cfg.tau, seed)  # type: ignore[arg-type]
         examples.extend(example for _, example in drawn)
         weights = site_weights({s: n for s, n in sizes.items() if pools[s]}, cfg.tau)
@@ -114,21 +145,22 @@ def sample_groups(results: list[SiteResult], cfg: CurateConfig) -> tuple[list[di
     return examples, report
 
 
-def curate_stackexchange(cfg: CurateConfig, progress: Callable[[int], None] | None = None) -> CurateResult:
+def curate_stackexchange(paths: Sequence[str | Path], cfg: StackExchangeConfig,
+                         progress: Progress | None = None) -> Curated:
     """Read, select and sample; returns the examples and the report (writes nothing)."""
-    planned, excluded = plan_sites(cfg)
+    planned, excluded = plan_sites(paths, cfg)
     results = read_sites(planned, cfg, progress)
     examples, sampling = sample_groups(results, cfg)
     report = {
         "source": SOURCE,
-        "config": {**asdict(cfg), "selection": asdict(cfg.selection)},
+        "config": run_config(paths, cfg),
         "sites": {r.site: r.to_report() for r in results},
         "excluded_sites": {info.site: info.note for info in excluded},
         "sampling": sampling,
         "totals": _totals(results, len(examples)),
         "reasons": REASONS,
     }
-    return CurateResult(examples, report)
+    return Curated(examples, report)
 
 
 def _totals(results: list[SiteResult], written: int) -> dict[str, Any]:
@@ -143,17 +175,7 @@ def _totals(results: list[SiteResult], written: int) -> dict[str, Any]:
             "examples_written": written}
 
 
-def run_stackexchange(cfg: CurateConfig, out: str | Path, report_path: str | Path | None = None,
-                      progress: Callable[[int], None] | None = None) -> CurateResult:
-    """Curate and write ``out`` (conversation JSONL) and, if asked, the JSON report."""
-    result = curate_stackexchange(cfg, progress)
-    write_jsonl(out, result.examples)
-    if report_path is not None:
-        write_json(report_path, result.report)
-    return result
-
-
-def total_bytes(cfg: CurateConfig) -> int:
+def total_bytes(paths: Sequence[str | Path], cfg: StackExchangeConfig) -> int:
     """Uncompressed bytes the run will read (for a progress bar)."""
-    planned, _ = plan_sites(cfg)
+    planned, _ = plan_sites(paths, cfg)
     return sum(dump.size for dump, _ in planned)

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from lima_align.conversation import Example, ReadReport, provenance
 from lima_align.curate.html import html_to_text
@@ -40,6 +40,7 @@ from lima_align.curate.site_sampling import temperature_sample
 from lima_align.curate.text import csv_rows, detokenize
 from lima_align.errors import DataError
 from lima_align.fileio import iter_json_records, read_text
+from lima_align.sources.base import Curated, Progress, audit, settings
 
 SOURCE = "wikihow"
 LICENSE = "CC BY-NC-SA 3.0"
@@ -224,12 +225,15 @@ def render_response(article: Article) -> str:
 
 @dataclass
 class WikiHowConfig:
-    """Selection settings; defaults are the paper's (200 articles, category first)."""
+    """The options of ``curate wikihow`` (field = option name); defaults are the paper's (200, category first)."""
 
-    n: int = DEFAULT_N
+    n: int = DEFAULT_N  # articles to sample
     seed: int = 0
-    min_chars: int = DEFAULT_MIN_CHARS
-    uncategorized: bool = True
+    min_chars: int = DEFAULT_MIN_CHARS  # minimum response length after pruning
+    uncategorized: bool = True  # sample articles with no category as one extra category (--no-uncategorized)
+    index: str | None = None  # CSV Category,Title,Link used to find each article's category
+    category_table: str | None = None  # CSV category,top_level replacing rows of the shipped table
+    strict: bool = False  # accepted like every source's; unreadable JSONL lines are always counted skips here
 
 
 def read_articles(paths: Iterable[str | Path], report: ReadReport) -> Iterator[Article]:
@@ -300,3 +304,21 @@ def _example(art: Article, category: str, response: str, seed: int) -> Example:
     slug = _key(art.url or art.title).replace(" ", "-")
     return Example(id=f"wikihow-{slug}", conversations=[as_question(art.title), response], source=SOURCE,
                    meta=meta)
+
+
+class WikiHowSource:
+    """``curate wikihow``: the :class:`~lima_align.sources.base.Source` of wikiHow articles."""
+
+    name = "wikihow"
+    config_type = WikiHowConfig
+    negated = {"no_uncategorized": "uncategorized"}
+
+    def curate(self, paths: Sequence[str | Path], config: WikiHowConfig,
+               progress: Progress | None = None) -> Curated:
+        index = load_index(config.index) if config.index else None
+        examples, read = curate(paths, config, load_category_table(config.category_table), index)
+        by_category: dict[str, int] = {}
+        for ex in examples:
+            by_category[ex.meta["curation"]["category"]] = by_category.get(ex.meta["curation"]["category"], 0) + 1
+        extra = {"unit": "article", "kept_by_category": by_category, "reasons": REASONS}
+        return Curated(examples, audit(self.name, read, settings(paths, config), extra))

@@ -2,9 +2,10 @@
 
 transformers' Trainer writes each ``checkpoint-<step>`` folder (safetensors weights, tokenizer with our chat
 template, optimizer, scheduler, RNG states, trainer state incl. the data-order epoch). After it has finished, we
-add ``lima-run.json`` (the full run config, the data report and library versions) and, LAST, atomically, the
-completion marker ``lima-complete.json``. A folder without the marker (a run killed while saving) is never
-resumed from, so ``--resume`` always starts from the last complete checkpoint.
+add ``lima-run.json`` (the full run config, the data report and library versions), ``chat_format.json`` (the
+chat format, read back by :func:`lima_align.chat_format.load_chat_format` wherever the checkpoint is used) and,
+LAST, atomically, the completion marker ``lima-complete.json``. A folder without the marker (a run killed while
+saving) is never resumed from, so ``--resume`` always starts from the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from lima_align.chat_format import RUN_INFO, ChatFormat, save_chat_format
 from lima_align.fileio import write_json
 
 MARKER = "lima-complete.json"
-RUN_INFO = "lima-run.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _PACKAGES = ("lima-align", "torch", "transformers", "accelerate", "peft", "tokenizers", "safetensors")
 
@@ -56,10 +57,11 @@ def last_complete_checkpoint(out: str | Path) -> Path | None:
 
 
 class CheckpointCallback(TrainerCallback):
-    """After each checkpoint is written: add the run info, then the completion marker."""
+    """After each checkpoint is written: add the run info and the chat format, then the completion marker."""
 
-    def __init__(self, run_info: dict[str, Any]):
+    def __init__(self, run_info: dict[str, Any], fmt: ChatFormat):
         self.run_info = run_info
+        self.fmt = fmt
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -68,4 +70,5 @@ class CheckpointCallback(TrainerCallback):
         if not folder.is_dir():
             return
         write_json(folder / RUN_INFO, {**self.run_info, "versions": library_versions()})
+        save_chat_format(self.fmt, folder)
         write_json(folder / MARKER, {"global_step": state.global_step, "epoch": state.epoch})

@@ -1,11 +1,16 @@
 """The LIMA fine-tuning recipe as a typed config: every default here is the paper's (LIMA_SPEC section 2).
 
 ``configs/train/lima.yaml`` is exactly these defaults; the 7B / 65B presets and the CPU demo override a few fields.
+The chat format is one section, ``chat`` (a :class:`~lima_align.chat_format.ChatFormat`: ``chat.max_len=512``);
+its fields' old top-level spellings (``max_len: 512``, ``eot=...``) still work, with a notice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from lima_align.chat_format import ChatFormat
 
 BATCHING = ("auto", "packed", "rebalance", "padded")
 MIXED_PRECISION = ("auto", "bf16", "no")
@@ -34,12 +39,8 @@ class TrainConfig:
     out: str = "runs/lima"
     max_examples: int | None = None  # keep only the first N examples (demos, smoke tests)
     max_chars: int | None = None  # drop examples longer than this many characters (demos)
-    # chat format
-    eot: str = "<|eot|>"
-    user_prefix: str = ""
-    assistant_prefix: str = ""
-    train_on: str = "assistant"  # "assistant" (response tokens + their EOT) or "all"
-    max_len: int = 2048
+    # chat format: EOT token, role prefixes, what is supervised, trim length (saved beside every checkpoint)
+    chat: ChatFormat = field(default_factory=ChatFormat)
     # optimisation (AdamW, no warmup, linear decay lr -> lr_end over the whole run)
     epochs: int = 15
     lr: float = 1e-5
@@ -74,9 +75,11 @@ class TrainConfig:
     save_total_limit: int | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
+    # the chat format's fields were top-level keys before they became the ``chat`` section
+    legacy_keys: ClassVar[dict[str, str]] = {
+        name: f"chat.{name}" for name in ("eot", "user_prefix", "assistant_prefix", "train_on", "max_len")}
+
     def __post_init__(self) -> None:
-        if self.train_on not in ("assistant", "all"):
-            raise ValueError(f"train_on must be 'assistant' or 'all', got {self.train_on!r}")
         if self.anomaly not in ("stop", "continue"):
             raise ValueError(f"anomaly must be 'stop' or 'continue', got {self.anomaly!r}")
         if self.batching not in BATCHING:
@@ -86,8 +89,6 @@ class TrainConfig:
                              f"got {self.mixed_precision!r}")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
-        if self.max_len < 8:
-            raise ValueError(f"max_len must be >= 8, got {self.max_len}")
         if not 0.0 <= self.residual_dropout < 1.0:
             raise ValueError(f"residual_dropout must be in [0, 1), got {self.residual_dropout}")
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lima_align.chat_format import ChatFormat, eot_token_id, render, render_text
@@ -40,8 +41,7 @@ def check_dataset(dataset: RenderedDataset, tokenizer: Any, fmt: ChatFormat) -> 
 def check_prefix(examples: list[Example], tokenizer: Any, fmt: ChatFormat) -> None:
     """Check 2 on every example: prompt ids are a prefix of the full ids; whole-text tokenization matches."""
     for ex in examples:
-        full = render(ex.conversations, tokenizer, ChatFormat(fmt.eot, fmt.user_prefix, fmt.assistant_prefix,
-                                                              fmt.train_on, None)).input_ids
+        full = render(ex.conversations, tokenizer, dataclasses.replace(fmt, max_len=None)).input_ids
         prompt = render(ex.conversations[:1], tokenizer, fmt, add_generation_prompt=True).input_ids
         if full[:len(prompt)] != prompt:
             raise PreflightError(f"example {ex.id}: the prompt's tokens are not a prefix of prompt+response "

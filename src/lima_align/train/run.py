@@ -30,10 +30,6 @@ class Prepared:
     dropout: ResidualDropout
 
 
-def chat_format_of(config: TrainConfig) -> ChatFormat:
-    return ChatFormat(config.eot, config.user_prefix, config.assistant_prefix, config.train_on, config.max_len)
-
-
 def load_base(config: TrainConfig) -> tuple[Any, Any]:
     """Load the base model (fp32 on CPU, bf16 on GPU unless ``dtype`` says otherwise) and its tokenizer."""
     from lima_align.models import load_model, load_tokenizer
@@ -74,7 +70,7 @@ def prepare(config: TrainConfig, model: Any = None, tokenizer: Any = None) -> Pr
     """Load (or take) model and tokenizer, add EOT, residual dropout, LoRA; read, render and check the data."""
     if model is None or tokenizer is None:
         model, tokenizer = load_base(config)
-    fmt = chat_format_of(config)
+    fmt = config.chat
     add_special_tokens(tokenizer, model, fmt)
     install_chat_template(tokenizer, fmt)
     eot = eot_token_id(tokenizer, fmt)
@@ -109,7 +105,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: Any = None, token
     prepared = prepare(config, model, tokenizer)
     report = prepared.report.to_dict()
     log(f"data: {report['kept']} examples, {report['tokens']} tokens ({report['supervised_tokens']} supervised), "
-        f"{report['trimmed']} trimmed to {config.max_len}, dropped {report['dropped'] or 'none'}")
+        f"{report['trimmed']} trimmed to {config.chat.max_len}, dropped {report['dropped'] or 'none'}")
     trainer = build_trainer(config, prepared.model, prepared.tokenizer, prepared.dataset,
                             run_info(config, report), callbacks)
     return run_trainer(trainer, config, resume)

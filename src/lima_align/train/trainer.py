@@ -6,7 +6,8 @@ What we add to Trainer, through its own seams rather than a loop of our own:
   divided by Trainer's ``num_items_in_batch`` (the supervised tokens of the WHOLE accumulated batch, summed over
   processes), so 1 x 32 and 4 x 8 accumulation give the same gradients;
 * ``create_scheduler``: no warmup, linear decay from ``lr`` to ``lr_end`` at the last optimizer step;
-* callbacks: per-epoch checkpoint completion markers, NaN/spike stop, SIGTERM save-and-stop;
+* callbacks: per-epoch checkpoint completion markers (after the run info and chat format), NaN/spike stop,
+  SIGTERM save-and-stop; ``save_model`` also writes the chat format beside a model saved outside checkpoints;
 * ``log``: trained (non-padding) tokens per second, summed over processes;
 * ``_get_train_sampler``: transformers' ``BatchRebalanceSampler`` (``batching: rebalance``) seeded with the run's
   data seed (transformers leaves it at 42). It shuffles the examples into optimizer steps exactly like a random
@@ -29,6 +30,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 
+from lima_align.chat_format import ChatFormat, save_chat_format
 from lima_align.config import to_dict
 from lima_align.errors import LimaError
 from lima_align.train.callbacks import AnomalyCallback, SigtermCallback
@@ -53,8 +55,10 @@ class LinearToMin:
 class LimaTrainer(Trainer):
     """Trainer with the token-normalised chunked loss, the LIMA LR schedule and a tokens/s counter."""
 
-    def __init__(self, *args: Any, loss_chunk: int = 4096, lr_end_ratio: float = 0.1, **kwargs: Any):
+    def __init__(self, *args: Any, chat_format: ChatFormat = ChatFormat(), loss_chunk: int = 4096,
+                 lr_end_ratio: float = 0.1, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.chat_format = chat_format
         self.loss_chunk = loss_chunk
         self.lr_end_ratio = lr_end_ratio
         # our compute_loss normalises by num_items_in_batch itself: make Trainer count it and not rescale by GA
@@ -71,6 +75,12 @@ class LimaTrainer(Trainer):
                 and self.accelerator.num_processes > 1):
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, None) if return_outputs else loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        # checkpoints get theirs from CheckpointCallback (before the completion marker)
+        if not _internal_call and self.args.should_save:
+            save_chat_format(self.chat_format, output_dir or self.args.output_dir)
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -165,14 +175,14 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
                         "(accelerate launch -m lima_align.train ... / torchrun), or pick one GPU with "
                         "CUDA_VISIBLE_DEVICES=0")
     flash = config.attn_implementation == "flash_attention_2"
-    trainer_callbacks = [CheckpointCallback(run_info), SigtermCallback(),
+    trainer_callbacks = [CheckpointCallback(run_info, config.chat), SigtermCallback(),
                          AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
     return LimaTrainer(
         model=model, args=training_arguments(config, world_size), train_dataset=dataset,
         data_collator=make_collator(config.resolved_batching() == "packed", tokenizer.pad_token_id,
                                     flash_kwargs=flash),
         processing_class=tokenizer, callbacks=trainer_callbacks,
-        loss_chunk=config.loss_chunk, lr_end_ratio=config.lr_end / config.lr,
+        chat_format=config.chat, loss_chunk=config.loss_chunk, lr_end_ratio=config.lr_end / config.lr,
     )
 
 

@@ -1,0 +1,22 @@
+"""``lima-align report``: figures, tables and an HTML page from judgments files (:mod:`lima_align.report`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("report", help="figures, tables and an HTML page from judgments files")
+    r.add_argument("judgments", nargs="+", help="judgments JSONL files")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--title", default="lima-align evaluation")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lima_align.report.build import build_report
+
+    written = build_report(args.judgments, args.out, title=args.title)
+    for path in written:
+        print(path)
+    return 0
