@@ -1,4 +1,8 @@
-"""Shared fixtures: the real third-party data in ../shared/data (overridable by LIMA_SHARED_DATA)."""
+"""Shared fixtures: the real third-party data in ../shared/data (overridable by LIMA_SHARED_DATA).
+
+A test that needs that data and cannot find it skips with a reason starting with :data:`SHARED_DATA_ABSENT`;
+CI sets ``LIMA_REQUIRE_SHARED_DATA=1``, and there such a skip is a failure (the data must be there).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA_ABSENT = "shared data absent:"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("LIMA_REQUIRE_SHARED_DATA") == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if SHARED_DATA_ABSENT in reason:
+            report.outcome = "failed"
+            report.longrepr = f"{reason} (LIMA_REQUIRE_SHARED_DATA=1: the data must be there)"
 
 
 def shared_data_dir() -> Path:
@@ -18,7 +34,7 @@ def shared_data_dir() -> Path:
 def shared_data() -> Path:
     root = shared_data_dir()
     if not root.is_dir():
-        pytest.skip(f"real data folder {root} is absent (set LIMA_SHARED_DATA to its path)")
+        pytest.skip(f"{SHARED_DATA_ABSENT} {root} (set LIMA_SHARED_DATA to its path)")
     return root
 
 

@@ -60,7 +60,7 @@ def _ran(logs: list[str]) -> list[str]:
 
 def test_tiny_run_from_dumps_to_report_then_skips_and_redoes_only_what_changed(tmp_path, monkeypatch):
     if not (SHARED / "stackexchange" / "beer.stackexchange.com").is_dir():
-        pytest.skip(f"shared data not found at {SHARED}")
+        pytest.skip(f"shared data absent: {SHARED}")
     monkeypatch.chdir(REPO)
     out = tmp_path / "run"
     logs: list[str] = []

@@ -30,7 +30,7 @@ TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 def se_data() -> Path:
     root = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data")) / "stackexchange"
     if not all((root / site / "Posts.xml").is_file() for site in SITES):
-        pytest.skip(f"real Stack Exchange dumps absent under {root} (set LIMA_SHARED_DATA to the data folder)")
+        pytest.skip(f"shared data absent: Stack Exchange dumps under {root} (set LIMA_SHARED_DATA)")
     return root
 
 

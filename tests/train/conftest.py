@@ -20,7 +20,7 @@ def shared_data_dir() -> Path:
 def lima_path() -> Path:
     path = shared_data_dir() / LIMA_FILE
     if not path.is_file():
-        pytest.skip(f"real LIMA data not found at {path} (set LIMA_SHARED_DATA to the shared data folder)")
+        pytest.skip(f"shared data absent: {path} (set LIMA_SHARED_DATA to the shared data folder)")
     return path
 
 

@@ -178,7 +178,7 @@ def run_pipeline(cfg: RunConfig, log: Log = print, *, rerun_from: str | None = N
     r: dict[str, Any] = {"curate": {s.name: steps.curate(stages, s, out) for s in cfg.sources}}
     r["mix"] = steps.mix(stages, mix, out)
     r["train"] = steps.train(stages, train_cfg, log, cfg.train_launch)
-    r["select"] = steps.select(stages, cfg.select, judge, r["train"], out, cfg.device)
+    r["select"] = steps.select(stages, cfg.select, judge, r["train"], out, cfg.sampling, cfg.device)
     # paths recorded by an earlier run may spell another folder (a moved run): take names, rebuild under out
     checkpoint = out / "train" / Path(r["select"]["checkpoint"]).name
     answers = out / "outputs" / f"{cfg.name}.jsonl"

@@ -1,16 +1,18 @@
 """Checkpoint selection by a judge, never by validation loss (the paper: perplexity does not track quality).
 
-For every complete checkpoint whose epoch is in the window (5-10 in the paper), answer the dev prompts (greedy
-by default, resumable), then judge: ``likert`` picks the best mean helpfulness score; ``pairwise`` plays a
+For every complete checkpoint whose epoch is in the window (5-10 in the paper), answer the dev prompts with the
+evaluation's own decoding (the paper's sampling and token cap unless told otherwise; greedy only when asked: the
+selection must judge the kind of answers that are evaluated), resumably, then judge: ``likert`` picks the best mean helpfulness score; ``pairwise`` plays a
 round-robin (every pair of checkpoints, both orders) and picks the most points (win 1, tie 0.5). Ties between
 checkpoints go to the EARLIER epoch (less training, same judged quality).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +29,35 @@ from lima_align.train.checkpoint import MARKER, complete_checkpoints
 @dataclass
 class SelectSpec:
     """Checkpoint selection on the dev prompts as a run configures it (the paper: epochs 5-10, by a judge, never
-    by loss)."""
+    by loss). Dev answers are decoded like the test answers (the run's ``sampling``) unless ``greedy`` is set."""
 
     enabled: bool = True  # false: use the last checkpoint
     dev: str = ""  # dev prompts ("" = the mix's dev split)
     epochs: str = "5-10"
     method: str = "likert"  # likert | pairwise
-    max_new_tokens: int = 512
+    greedy: bool = False  # decode the dev answers greedily instead of with the evaluation's sampling
+    max_new_tokens: int | None = None  # None: the evaluation's token cap
     limit: int = 0  # > 0: judge only the first N dev prompts
 
     def __post_init__(self) -> None:
         if self.method not in ("likert", "pairwise"):
             raise ValueError(f"select.method must be likert or pairwise, got {self.method!r}")
 
-    def options(self, device: str | None = None) -> "SelectOptions":
-        return SelectOptions(epochs=parse_epochs(self.epochs), method=self.method,
-                             max_new_tokens=self.max_new_tokens, device=device, limit=self.limit or None)
+    def options(self, sampling: SamplingConfig, device: str | None = None) -> "SelectOptions":
+        """The resolved options, decoding with ``sampling`` (the evaluation's) as changed by this spec."""
+        return SelectOptions(epochs=parse_epochs(self.epochs), method=self.method, device=device,
+                             sampling=dev_decoding(sampling, self.greedy, self.max_new_tokens),
+                             limit=self.limit or None)
+
+
+def dev_decoding(sampling: SamplingConfig, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingConfig:
+    """The evaluation's decoding, made greedy and/or given another token cap when asked."""
+    changes: dict[str, Any] = {}
+    if greedy:
+        changes["temperature"] = 0.0
+    if max_new_tokens is not None:
+        changes["max_new_tokens"] = max_new_tokens
+    return dataclasses.replace(sampling, **changes)
 
 
 @dataclass
@@ -51,8 +66,7 @@ class SelectOptions:
 
     epochs: tuple[int, int] = (5, 10)
     method: str = "likert"
-    max_new_tokens: int = 512
-    temperature: float = 0.0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the paper's decoding by default
     device: str | None = None
     limit: int | None = None
 
@@ -81,9 +95,13 @@ def checkpoints_in_window(run_dir: str | Path, window: tuple[int, int]) -> list[
 
 
 def generate_dev_answers(folder: Path, dev: str | Path, out: Path, name: str, options: SelectOptions) -> Path:
-    config = SamplingConfig(temperature=options.temperature, max_new_tokens=options.max_new_tokens)
-    answer_prompts(str(folder), dev, out, config, generator=name, batch_size=16, device=options.device)
+    answer_prompts(str(folder), dev, out, options.sampling, generator=name, batch_size=16, device=options.device)
     return out
+
+
+def best_checkpoint(order: list[str], scores: dict[str, dict[str, Any]]) -> str:
+    """The highest score wins; a tie goes to the EARLIER checkpoint of ``order`` (less training, same quality)."""
+    return max(order, key=lambda name: (scores[name]["score"], -order.index(name)))
 
 
 def select_checkpoint(run_dir: str | Path, dev: str | Path, setup: JudgeSetup, options: SelectOptions,
@@ -99,10 +117,10 @@ def select_checkpoint(run_dir: str | Path, dev: str | Path, setup: JudgeSetup, o
     else:
         scores = _round_robin(outputs, setup, out, options.limit)
     order = [f"epoch-{e}" for e, _ in candidates]
-    best = max(order, key=lambda name: (scores[name]["score"], -order.index(name)))
+    best = best_checkpoint(order, scores)
     result = {"best": best, "checkpoint": str(dict(zip(order, (str(f) for _, f in candidates)))[best]),
               "method": options.method, "epochs": list(options.epochs), "scores": scores,
-              "judge": setup.config.provenance()}
+              "sampling": dataclasses.asdict(options.sampling), "judge": setup.config.provenance()}
     write_json(out / "select.json", result)
     return result
 

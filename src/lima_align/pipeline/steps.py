@@ -267,10 +267,11 @@ def report(stages: Stages, judgments: list[Path], folder: Path, title: str) -> d
 
 # -------------------------------------------------------------------------------------------- select
 def select(stages: Stages, spec: Any, judge: Any, trained: dict[str, Any], folder: Path,
-           device: str | None = None) -> dict[str, Any]:
+           sampling: SamplingConfig, device: str | None = None) -> dict[str, Any]:
     """The checkpoint the rest of the job uses: the judge's pick on the dev prompts (``spec``: a
     :class:`~lima_align.pipeline.selection.SelectSpec`) among ``<folder>/train/checkpoint-*``, or the last one
-    when selection is off. Checkpoints are found by name under ``folder``, so a moved run folder still works."""
+    when selection is off. Dev answers are decoded with ``sampling`` (the evaluation's) as the spec changes it.
+    Checkpoints are found by name under ``folder``, so a moved run folder still works."""
     from lima_align.evaluate.judging import JudgeSetup
     from lima_align.pipeline.selection import select_checkpoint
 
@@ -285,12 +286,13 @@ def select(stages: Stages, spec: Any, judge: Any, trained: dict[str, Any], folde
             raise LimaError(f"checkpoint selection needs dev prompts: {dev} is missing or empty (give the mix a "
                             "dev split, set select.dev, or select.enabled=false)")
         result = select_checkpoint(train_dir, dev, JudgeSetup(judge, cache_path=folder / "judge-cache.sqlite"),
-                                   spec.options(device), folder / "select")
+                                   spec.options(sampling, device), folder / "select")
         gc.collect()
         return {"checkpoint": result["checkpoint"], "best": result["best"], "method": result["method"],
                 "scores": {k: v["score"] for k, v in result["scores"].items()},
                 "summary": f"{result['best']} by {result['method']} -> {result['checkpoint']}"}
 
     key = {"select": to_dict(spec), "judge": judge.identity(), "train": trained["key"],
-           "dev": stages.digest(dev) if spec.enabled else None}
+           "dev": stages.digest(dev) if spec.enabled else None,
+           "decoding": to_dict(spec.options(sampling).sampling) if spec.enabled else None}
     return stages.run("select", work, key=key, outputs=[folder / "select"] if spec.enabled else [])
