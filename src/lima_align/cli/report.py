@@ -10,13 +10,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("judgments", nargs="+", help="judgments JSONL files")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--title", default="lima-align evaluation")
+    r.add_argument("--outputs", nargs="+", default=[], metavar="OUTPUTS",
+                   help="generation outputs files (any answers format): their judge-free alignment metrics (stop "
+                        "rate, continuation, format markers, distinct-2, lengths, refusals) join the report")
     r.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lima_align.report.build import build_report
 
-    written = build_report(args.judgments, args.out, title=args.title)
+    written = build_report(args.judgments, args.out, title=args.title, outputs=args.outputs)
     for path in written:
         print(path)
     return 0

@@ -25,11 +25,16 @@ def item_key(row: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
             str(row.get("sample", 0)))
 
 
+def prompt_of(item: tuple[str, str, str, str, str]) -> str:
+    """The prompt id of an :func:`item_key`: the unit the agreement CI resamples."""
+    return item[3]
+
+
 def agreement_from_rows(rows: Iterable[Mapping[str, Any]], protocol: str = "pairwise") -> list[dict[str, Any]]:
     """Tie-discounted agreement of every pair of raters over the items both labelled (pairwise verdicts
-    a / b / tie; for absolute labels it is exact agreement, there being no tie)."""
+    a / b / tie; for absolute labels it is exact agreement, there being no tie), each with its CI over prompts."""
     raters: dict[str, dict[tuple, Any]] = defaultdict(dict)
     for row in rows:
         if row.get("protocol") == protocol and not isinstance(row.get("verdict"), list):
             raters[rater_name(row)][item_key(row)] = row.get("verdict")
-    return agreement_table(raters)
+    return agreement_table(raters, cluster_of=prompt_of)

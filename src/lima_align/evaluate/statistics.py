@@ -1,126 +1,123 @@
 """Statistics of judgments: pure functions from verdicts / rows to numbers (no I/O, no mutation).
 
 Pairwise verdicts are from model a's side: 'a' = a wins, 'b' = a loses, 'tie'; ``None`` = missing, counted and
-excluded from the rates. Confidence intervals are 95% by default: percentile bootstrap over items for rates
-(seeded, so a report is reproducible), Student t for a Likert mean.
+excluded from the rates. Every function takes the prompt id of each verdict (``prompts``): the samples of one
+prompt are resampled together and the prompt is the unit of every interval (:mod:`lima_align.evaluate.intervals`;
+without ids each verdict is its own prompt). Intervals are two-sided, 95% by default, and name their method:
+rates ``cluster-bootstrap`` or ``wilson`` (never zero width), Likert means ``t-over-prompts``.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lima_align.evaluate.intervals import design, mean_difference, prompt_totals, rate_cis, t_interval
+
 OUTCOMES = ("win", "tie", "loss")
 _OUTCOME_OF = {"a": "win", "tie": "tie", "b": "loss"}
+WIN_RATE = "win_plus_half_tie"  # the alpaca_eval-style win rate: a tie counts half a win
 
 
-def bootstrap_rate_ci(flags: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of 0/1 flags (resampling items)."""
-    x = np.asarray(flags, dtype=float)
-    if x.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+def rates(columns: Mapping[str, Sequence[float]], prompts: Sequence[Hashable] | None = None, *,
+          level: float = 0.95, n_boot: int = 2000, seed: int = 0, unit: str = "sample") -> dict[str, Any]:
+    """Each column's mean (per-row values in [0, 1]) with ``<name>_ci`` and ``<name>_ci_method``, plus the
+    design (``n_prompts``, ``n_samples``, ``design``: rows being ``unit``s) and ``level``. All columns share the
+    bootstrap draws."""
+    names = list(columns)
+    n = len(next(iter(columns.values()), ()))
+    out: dict[str, Any] = {}
+    if n == 0:
+        for k in names:
+            out.update({k: math.nan, f"{k}_ci": [math.nan, math.nan], f"{k}_ci_method": "none"})
+        return {**out, **design(np.zeros(0), unit), "level": level}
+    matrix = np.column_stack([np.asarray(columns[k], dtype=float) for k in names])
+    sums, sizes, _ = prompt_totals(matrix, prompts)
+    r = rate_cis(sums, sizes, level=level, n_boot=n_boot, seed=seed)
+    for i, k in enumerate(names):
+        out.update({k: float(r["rate"][i]), f"{k}_ci": [float(r["lo"][i]), float(r["hi"][i])],
+                    f"{k}_ci_method": "cluster-bootstrap" if r["bootstrap"][i] else "wilson"})
+    return {**out, **design(sizes, unit), "level": level}
 
 
-def win_tie_loss(verdicts: Iterable[str | None], *, n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, Any]:
-    """Win / tie / loss rates of model a with bootstrap CIs; missing verdicts are counted, not rated."""
+def _count(total: float) -> float | int:
+    return int(total) if float(total).is_integer() else float(total)
+
+
+def outcome_rates(weights: Sequence[Sequence[float]], prompts: Sequence[Hashable] | None = None, *,
+                  level: float = 0.95, n_boot: int = 2000, seed: int = 0, unit: str = "sample") -> dict[str, Any]:
+    """Win / tie / loss rates from per-row (win, tie, loss) weights (one-hot, or fractions summing to 1), with
+    the alpaca_eval-style ``win_plus_half_tie``; ``counts`` are the summed weights (halves under ``average``)."""
+    w = np.asarray(weights, dtype=float).reshape(-1, len(OUTCOMES))
+    columns = {k: w[:, i] for i, k in enumerate(OUTCOMES)}
+    columns[WIN_RATE] = w[:, 0] + w[:, 1] / 2
+    return {"n": len(w), "counts": {k: _count(w[:, i].sum()) for i, k in enumerate(OUTCOMES)},
+            **rates(columns, prompts, level=level, n_boot=n_boot, seed=seed, unit=unit)}
+
+
+def _judged(items: Sequence[Any], prompts: Sequence[Hashable] | None) -> tuple[list[Any], list[Hashable]]:
+    """The non-missing items and their prompt ids (each item its own prompt without ids)."""
+    ids = list(range(len(items))) if prompts is None else list(prompts)
+    if len(ids) != len(items):
+        raise ValueError(f"{len(items)} verdicts but {len(ids)} prompt ids")
+    kept = [(v, p) for v, p in zip(items, ids) if v is not None]
+    return [v for v, _ in kept], [p for _, p in kept]
+
+
+def win_tie_loss(verdicts: Iterable[str | None], prompts: Sequence[Hashable] | None = None, *,
+                 n_boot: int = 2000, seed: int = 0, level: float = 0.95, unit: str = "sample") -> dict[str, Any]:
+    """Win / tie / loss rates of model a with prompt-clustered CIs; missing verdicts are counted, not rated."""
     verdicts = list(verdicts)
-    judged = [_OUTCOME_OF[v] for v in verdicts if v is not None]
-    counts = Counter(judged)
-    n = len(judged)
-    result: dict[str, Any] = {"n": n, "missing": len(verdicts) - n, "counts": {k: counts[k] for k in OUTCOMES}}
-    for k in OUTCOMES:
-        flags = [float(o == k) for o in judged]
-        result[k] = counts[k] / n if n else math.nan
-        result[f"{k}_ci"] = list(bootstrap_rate_ci(flags, n_boot=n_boot, seed=seed, level=level))
-    return result
+    judged, ids = _judged(verdicts, prompts)
+    weights = [[float(_OUTCOME_OF[v] == k) for k in OUTCOMES] for v in judged]
+    return {**outcome_rates(weights, ids, level=level, n_boot=n_boot, seed=seed, unit=unit),
+            "missing": len(verdicts) - len(judged)}
 
 
-def label_rates(labels: Iterable[str | None], order: Sequence[str], *, n_boot: int = 2000,
-                seed: int = 0) -> dict[str, Any]:
-    """Distribution of categorical labels (Fail/Pass/Excellent, safe/unsafe) with bootstrap CIs."""
+def label_rates(labels: Iterable[str | None], order: Sequence[str], prompts: Sequence[Hashable] | None = None, *,
+                n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Distribution of categorical labels (Fail/Pass/Excellent, safe/unsafe) with prompt-clustered CIs."""
     labels = list(labels)
-    judged = [x for x in labels if x is not None]
-    n = len(judged)
-    result: dict[str, Any] = {"n": n, "missing": len(labels) - n, "counts": {k: judged.count(k) for k in order}}
-    for k in order:
-        result[k] = judged.count(k) / n if n else math.nan
-        result[f"{k}_ci"] = list(bootstrap_rate_ci([float(x == k) for x in judged], n_boot=n_boot, seed=seed))
-    return result
+    judged, ids = _judged(labels, prompts)
+    columns = {k: [float(x == k) for x in judged] for k in order}
+    return {"n": len(judged), "missing": len(labels) - len(judged),
+            "counts": {k: judged.count(k) for k in order},
+            **rates(columns, ids, level=level, n_boot=n_boot, seed=seed)}
 
 
 # ------------------------------------------------------------------------------------------------ Likert
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1 + aa * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
+def likert_summary(scores: Iterable[float | None], prompts: Sequence[Hashable] | None = None, *,
+                   level: float = 0.95) -> dict[str, Any]:
+    """Mean score with a two-sided t CI over PROMPTS: each prompt's samples are averaged, then
+    mean +- t_{(1+level)/2, k-1} * sd / sqrt(k) over the k prompt means (``sd``: theirs).
 
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0 or x >= 1:
-        return 0.0 if x <= 0 else 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Student t cumulative distribution function."""
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Inverse of :func:`t_cdf` by bisection (no SciPy needed)."""
-    lo, hi = -1e4, 1e4
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def likert_summary(scores: Iterable[float | None], *, level: float = 0.95) -> dict[str, Any]:
-    """Mean score with a two-sided Student-t CI: mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)."""
+    The mean is the mean of prompt means (every prompt weighs the same; with as many graded samples per prompt
+    it is the mean of all scores). ``n`` = ``n_samples`` = scores graded; ``prompt_means`` feeds
+    :func:`compare_likert`."""
     scores = list(scores)
-    x = [float(s) for s in scores if s is not None]
-    n = len(x)
-    out: dict[str, Any] = {"n": n, "missing": len(scores) - n, "mean": math.nan, "sd": math.nan,
-                           "ci": [math.nan, math.nan], "level": level}
-    if n == 0:
+    x, ids = _judged(scores, prompts)
+    sums, sizes, order = prompt_totals(np.asarray(x, dtype=float), ids) if x else (np.zeros(0), np.zeros(0), [])
+    means = {str(p): float(v) for p, v in zip(order, sums / np.maximum(sizes, 1))}
+    out: dict[str, Any] = {"n": len(x), "missing": len(scores) - len(x), "mean": math.nan, "sd": math.nan,
+                           "ci": [math.nan, math.nan], "level": level, "ci_method": "t-over-prompts",
+                           **design(sizes), "prompt_means": means}
+    if not means:
         return out
-    mean = sum(x) / n
-    out["mean"] = mean
-    if n > 1:
-        sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
-        half = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
-        out.update(sd=sd, ci=[mean - half, mean + half])
+    m = np.fromiter(means.values(), float, len(means))
+    out["mean"] = float(m.mean())
+    if len(m) > 1:
+        lo, hi = t_interval(m, level=level)
+        out.update(sd=float(m.std(ddof=1)), ci=[float(lo), float(hi)])
     return out
+
+
+def compare_likert(a: Mapping[str, Any], b: Mapping[str, Any], *, level: float = 0.95) -> dict[str, Any]:
+    """Mean of arm a minus arm b (two :func:`likert_summary` results) with its CI: paired t over per-prompt
+    differences when both graded the same prompts, Welch's t otherwise (:func:`intervals.mean_difference`)."""
+    diff = mean_difference(a.get("prompt_means") or {}, b.get("prompt_means") or {}, level=level)
+    return {**diff, "n_samples": {"a": a.get("n_samples", a.get("n")), "b": b.get("n_samples", b.get("n"))}}
 
 
 # ------------------------------------------------------------------------------------ judge behaviour
@@ -171,16 +168,21 @@ def tie_discounted_score(x: str, y: str) -> float:
     return 0.5 if "tie" in (x, y) else 0.0
 
 
-def tie_discounted_agreement(x: Mapping[str, str | None], y: Mapping[str, str | None]) -> dict[str, Any]:
-    """Mean tie-discounted score over the items both annotators labelled (labels 'a' / 'b' / 'tie')."""
+def tie_discounted_agreement(x: Mapping[Hashable, str | None], y: Mapping[Hashable, str | None], *,
+                             cluster_of: Callable[[Hashable], Hashable] | None = None,
+                             level: float = 0.95) -> dict[str, Any]:
+    """Mean tie-discounted score over the items both annotators labelled (labels 'a' / 'b' / 'tie'), and the
+    exact-agreement rate, each with a CI; ``cluster_of(item)`` names the item's prompt (None: each item one)."""
     items = [k for k in x if k in y and x[k] is not None and y[k] is not None]
     scores = [tie_discounted_score(x[k], y[k]) for k in items]
-    return {"n": len(items), "agreement": sum(scores) / len(scores) if scores else math.nan,
-            "exact": sum(s == 1.0 for s in scores) / len(scores) if scores else math.nan}
+    prompts = [cluster_of(k) for k in items] if cluster_of else None
+    r = rates({"agreement": scores, "exact": [float(s == 1.0) for s in scores]}, prompts, level=level)
+    return {"n": len(items), **r}
 
 
-def agreement_table(annotators: Mapping[str, Mapping[str, str | None]]) -> list[dict[str, Any]]:
+def agreement_table(annotators: Mapping[str, Mapping[Hashable, str | None]], *,
+                    cluster_of: Callable[[Hashable], Hashable] | None = None) -> list[dict[str, Any]]:
     """Tie-discounted agreement of every pair of annotators (humans and judges alike)."""
     names = sorted(annotators)
-    return [{"x": p, "y": q, **tie_discounted_agreement(annotators[p], annotators[q])}
+    return [{"x": p, "y": q, **tie_discounted_agreement(annotators[p], annotators[q], cluster_of=cluster_of)}
             for i, p in enumerate(names) for q in names[i + 1:]]

@@ -170,7 +170,7 @@ def summarize_arm(arm: str, arm_dir: Path, results: dict[str, Any]) -> dict[str,
                "hyperparameters": results["train"]["hyperparameters"]}
     write_json(arm_dir / "arm-summary.json", summary)
     lo, hi = likert["ci"]
-    return {**summary, "summary": f"mean {likert['mean']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}], n {likert['n']}"}
+    return {**summary, "summary": f"mean {likert['mean']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}], {likert['design']}"}
 
 
 def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[str, Any]:
@@ -197,16 +197,28 @@ def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[s
 
 # --------------------------------------------------------------------------------------------- report
 def render_markdown(cfg: AblationConfig, arms: list[dict[str, Any]], figures: list[str]) -> str:
+    """The ablation table: each arm's mean with its prompt-clustered CI, and its difference from the first arm."""
+    from lima_align.evaluate.statistics import compare_likert
+
+    base = arms[0]["arm"] if arms else "-"
     lines = [f"# {cfg.name}: {cfg.title}", "",
              f"Base model `{cfg.model}`, identical training hyperparameters for every arm; {cfg.samples} samples "
-             "per test prompt; Likert 1-6 helpfulness; mean with a two-sided 95% Student-t CI over all samples.", "",
-             "| arm | train examples | test prompts | answers graded | unparsed | mean | 95% CI | final loss |",
-             "|---|---|---|---|---|---|---|---|"]
+             "per test prompt; Likert 1-6 helpfulness. Mean of the per-prompt means with a two-sided 95% Student-t "
+             "CI over PROMPTS (a prompt's samples are averaged first: they are not independent). Difference from "
+             f"the first arm ({base}): paired t over per-prompt differences when both arms answered the same "
+             "prompts, Welch's t otherwise.", "",
+             f"| arm | train examples | test prompts | graded (prompts x samples) | unparsed | mean | "
+             f"95% CI (t over prompts) | vs {base}: difference [95% CI] | final loss |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
         lk = a["likert"]
         loss = f"{a['last_loss']:.3f}" if a.get("last_loss") is not None else "-"
-        lines.append(f"| {a['arm']} | {a['train_examples']} | {a['test_prompts']} | {lk['n']} | {lk['missing']} | "
-                     f"{lk['mean']:.2f} | [{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}] | {loss} |")
+        d = compare_likert(lk, arms[0]["likert"])
+        diff = "-" if a is arms[0] or d["diff"] != d["diff"] else (
+            f"{d['diff']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] ({d['ci_method']})")
+        lines.append(f"| {a['arm']} | {a['train_examples']} | {a['test_prompts']} | "
+                     f"{lk.get('design', lk['n'])} | {lk['missing']} | {lk['mean']:.2f} | "
+                     f"[{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}] | {diff} | {loss} |")
     notes = [f"- {a['arm']}: {len(a['shortfalls'])} training input(s) could not give their n (shortfall)"
              for a in arms if a["shortfalls"]]
     if len({a["test_prompt_ids"] for a in arms}) > 1:
@@ -218,6 +230,8 @@ def render_markdown(cfg: AblationConfig, arms: list[dict[str, Any]], figures: li
 
 
 def write_report(cfg: AblationConfig, arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plot, ``ablation-summary.json`` (with each arm's difference from the first arm) and ``.md``."""
+    from lima_align.evaluate.statistics import compare_likert
     from lima_align.report.figures import likert_bars
 
     out = Path(cfg.out)
@@ -226,7 +240,10 @@ def write_report(cfg: AblationConfig, arms: list[dict[str, Any]]) -> dict[str, A
     summary = {"name": cfg.name, "model": cfg.model, "samples": cfg.samples, "figures": figures,
                "hyperparameters": arms[0]["hyperparameters"] if arms else {},
                "arms": [{k: v for k, v in a.items() if k not in ("hyperparameters", "summary", "seconds")}
-                        for a in arms]}
+                        for a in arms],
+               "differences": [{"arm": a["arm"], "vs": arms[0]["arm"], **compare_likert(a["likert"],
+                                                                                       arms[0]["likert"])}
+                               for a in arms[1:]]}
     write_json(out / "ablation-summary.json", summary)
     with atomic_write(out / "ablation-summary.md") as fh:
         fh.write(render_markdown(cfg, arms, figures))
@@ -260,6 +277,6 @@ def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None 
     summary = write_report(cfg, arms)
     for a in arms:
         lk = a["likert"]
-        log(f"  {a['arm']:<24} mean {lk['mean']:.2f}  95% CI [{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}]  n {lk['n']}")
+        log(f"  {a['arm']:<24} mean {lk['mean']:.2f}  95% CI [{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}]  {lk['design']}")
     log(f"plot: {', '.join(summary['figures'])}\nsummary: {out / 'ablation-summary.md'}")
     return summary

@@ -118,6 +118,7 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> dict[str, Any]:
     r["judge"] = steps.judge_pairs(stages, judge_config(cfg), [Pairing("before", answers["after"],
                                                                        answers["before"], judgments)],
                                    out / "judgments" / "cache.sqlite")
-    r["report"] = steps.report(stages, [judgments], out / "report", "lima-align demo: after vs before tuning")
+    r["report"] = steps.report(stages, [judgments], out / "report", "lima-align demo: after vs before tuning",
+                               outputs=[answers["before"], answers["after"]])
     write_json(out / "demo-summary.json", r)
     return r

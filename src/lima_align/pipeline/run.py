@@ -191,7 +191,8 @@ def run_pipeline(cfg: RunConfig, log: Log = print, *, rerun_from: str | None = N
     pairings = [Pairing(b.name, answers, Path(b.outputs), out / "judgments" / f"{cfg.name}-vs-{b.name}.jsonl")
                 for b in cfg.baselines]
     r["judge"] = steps.judge_pairs(stages, judge, pairings, out / "judge-cache.sqlite", limit=cfg.judge_limit)
-    r["report"] = steps.report(stages, [p.out for p in pairings], out / "report", f"lima-align run {cfg.name}")
+    r["report"] = steps.report(stages, [p.out for p in pairings], out / "report", f"lima-align run {cfg.name}",
+                               outputs=[answers, *(p.baseline for p in pairings)])
     write_json(out / "run-summary.json", r)
     log(f"done: checkpoint {checkpoint}; answers {answers}; report {r['report'].get('report') and out / 'report'}")
     return r

@@ -131,7 +131,8 @@ def _likert_scores(outputs: dict[str, Path], setup: JudgeSetup, out: Path, limit
         answers = read_answers(path)[:limit] if limit else read_answers(path)
         judgments = out / f"{name}.likert.jsonl"
         judge_answers(setup, "likert", answers, judgments)
-        summary = likert_summary(r["verdict"] for r in read_rows(judgments))
+        rows = read_rows(judgments)
+        summary = likert_summary([r["verdict"] for r in rows], [r["id"] for r in rows])
         scores[name] = {"score": summary["mean"] if summary["n"] else float("-inf"), "likert": summary}
     return scores
 
@@ -144,7 +145,8 @@ def _round_robin(outputs: dict[str, Path], setup: JudgeSetup, out: Path, limit: 
         pairs = pairs[:limit] if limit else pairs
         judgments = out / f"{x}_vs_{y}.pairwise.jsonl"
         judge_answer_pairs(setup, pairs, judgments)
-        wtl = win_tie_loss((r["verdict"] for r in read_rows(judgments)), n_boot=200)
+        rows = read_rows(judgments)
+        wtl = win_tie_loss([r["verdict"] for r in rows], [r["id"] for r in rows], n_boot=200)
         counts = wtl["counts"]
         points[x] += counts["win"] + counts["tie"] / 2
         points[y] += counts["loss"] + counts["tie"] / 2

@@ -250,18 +250,21 @@ def judge_likert(stages: Stages, judge: Any, answers: Path, out: Path, cache: Pa
 
 
 # -------------------------------------------------------------------------------------------- report
-def report(stages: Stages, judgments: list[Path], folder: Path, title: str) -> dict[str, Any]:
-    """The HTML report (+ figures and summary tables) of judgment files into ``folder``."""
+def report(stages: Stages, judgments: list[Path], folder: Path, title: str,
+           outputs: list[Path] = ()) -> dict[str, Any]:
+    """The HTML report (+ figures and summary tables) of judgment files into ``folder``, with the judge-free
+    alignment metrics of the ``outputs`` files (the answers that were judged)."""
     from lima_align.report.build import build_report
 
     def work() -> dict[str, Any]:
         if not judgments:
             return {"report": None, "summary": "no judgments: no report (add baselines to the recipe)"}
-        paths = build_report(judgments, folder, title=title)
+        paths = build_report(judgments, folder, title=title, outputs=list(outputs))
         html = next((str(p) for p in paths if str(p).endswith(".html")), str(folder))
         return {"report": html, "files": [str(p) for p in paths], "summary": html}
 
-    key = {"judgments": [stages.digest(j) for j in judgments], "title": title}
+    key = {"judgments": [stages.digest(j) for j in judgments], "title": title,
+           "outputs": [stages.digest(o) for o in outputs]}
     return stages.run("report", work, key=key, outputs=[folder] if judgments else [])
 
 
