@@ -63,6 +63,19 @@ class GenerateJob:
 
 
 @dataclass
+class ReferenceJob:
+    """The per-token loss of one model on held-out reference answers (a file of prompt + answer conversations)."""
+
+    name: str
+    model: str  # a checkpoint folder or a model name
+    model_key: Any  # as in GenerateJob
+    references: Path
+    out: Path  # JSON: each reference's loss and the summary
+    device: str | None = None
+    add_eot: bool = False
+
+
+@dataclass
 class Pairing:
     """One pairwise comparison: ``answers`` against ``baseline`` (both orders), judgments into ``out``."""
 
@@ -210,6 +223,29 @@ def generate(stages: Stages, job: GenerateJob, stage: str = "generate") -> dict[
     key = {"model": job.model_key, "name": job.name, "sampling": to_dict(job.sampling), "samples": job.samples,
            "prompts": stages.digest(job.prompts), "limit": job.limit}
     return stages.run(stage, work, key=key, outputs=[job.out, job.prompts_copy])
+
+
+def reference_loss(stages: Stages, job: ReferenceJob, stage: str = "reference-loss") -> dict[str, Any]:
+    """Mean NLL of the reference answers' tokens (EOT included) under the job's model, rendered in its format."""
+    from lima_align.evaluate.reference_loss import reference_losses, summarize_losses
+    from lima_align.fileio import write_json
+    from lima_align.formats.rows import read_examples
+    from lima_align.generate.loading import load_for_generation
+
+    def work() -> dict[str, Any]:
+        examples = [ex for ex in read_examples(job.references) if len(ex.conversations) >= 2]
+        lm, tokenizer, fmt = load_for_generation(job.model, add_eot=job.add_eot, device=job.device)
+        losses = reference_losses(lm, tokenizer, fmt, [ex.conversations[:2] for ex in examples])
+        del lm
+        gc.collect()
+        per = {ex.id: x for ex, x in zip(examples, losses)}
+        summary = summarize_losses(losses)
+        write_json(job.out, {"model": job.name, "summary": summary, "references": per})
+        return {"file": str(job.out), **summary,
+                "summary": f"{summary['references']} references, mean token loss {summary['mean_loss']:.3f}"}
+
+    key = {"model": job.model_key, "name": job.name, "references": stages.digest(job.references)}
+    return stages.run(stage, work, key=key, outputs=[job.out])
 
 
 # --------------------------------------------------------------------------------------------- judge
