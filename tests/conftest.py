@@ -41,3 +41,35 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def lima_train(shared_data: Path) -> Path:
     return shared_data / "lima" / "lima_train_instruction_response.jsonl"
+
+
+# ------------------------------------------------------------------ the real browser (Debian's Chromium)
+CHROMIUM = Path(os.environ.get("LIMA_CHROMIUM", "/usr/bin/chromium"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is absent (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is absent (pip install playwright; never `playwright install`)"
+    return None
+
+
+@pytest.fixture(scope="module")  # per module: the sync API's loop must not outlive its tests
+def browser():
+    """Playwright driving Debian's Chromium (never a downloaded browser); fails instead of skipping in CI."""
+    why = _missing()
+    if why:
+        if os.environ.get("LIMA_REQUIRE_BROWSER"):
+            pytest.fail(f"LIMA_REQUIRE_BROWSER is set but {why}")
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()

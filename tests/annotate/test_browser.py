@@ -1,8 +1,8 @@
 """Real browser: Debian's Chromium driven by Playwright (never a downloaded browser). Log in, label with the
 mouse and the keyboard, reload and see the labels kept; a hostile model answer renders inert.
 
-Skipped only when /usr/bin/chromium or the playwright package is absent AND LIMA_REQUIRE_BROWSER is unset;
-CI sets LIMA_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping.
+The ``browser`` fixture (tests/conftest.py) skips only when /usr/bin/chromium or the playwright package is absent
+AND LIMA_REQUIRE_BROWSER is unset; CI sets LIMA_REQUIRE_BROWSER=1, so there a missing browser fails.
 """
 
 from __future__ import annotations
@@ -14,36 +14,6 @@ from pathlib import Path
 import pytest
 
 from lima_align.annotate import db
-
-CHROMIUM = Path(os.environ.get("LIMA_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is absent (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is absent (pip install playwright; never `playwright install`)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    why = _missing()
-    if why:
-        if os.environ.get("LIMA_REQUIRE_BROWSER"):
-            pytest.fail(f"LIMA_REQUIRE_BROWSER is set but {why}")
-        pytest.skip(why)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
-
 
 @pytest.fixture
 def page(browser, server):

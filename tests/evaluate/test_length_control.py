@@ -16,7 +16,7 @@ def row(pid, verdict, len_a, len_b, **extra):
     return {"protocol": "pairwise", "id": pid, "sample": extra.pop("sample", 0),
             "models": {"a": "lima", "b": "base"},
             "lengths": {"a": int(len_a), "b": int(len_b)}, "verdict": verdict,
-            "missing": verdict is None and "preference" not in extra, **extra}
+            "missing": verdict is None and "soft_preference" not in extra, **extra}
 
 
 def length_judge(seed, n, *, samples=1, gap=250.0, p_longer=0.85, prefer="longer"):
@@ -140,8 +140,8 @@ def test_missing_rows_are_excluded_and_counted():
 
 
 def test_soft_preference_wins_over_the_hard_verdict():
-    rows = [row(f"p{i}", "tie", 50, 50, preference=0.9) for i in range(4)]
-    rows.append(row("p4", "a", 50, 50, preference=None))  # None: fall back to the verdict (1.0)
+    rows = [row(f"p{i}", "tie", 50, 50, soft_preference=0.9) for i in range(4)]
+    rows.append(row("p4", "a", 50, 50, soft_preference=None))  # None: fall back to the verdict (1.0)
     result = length_controlled_win_rate(rows, n_boot=0)
     assert result["raw_win_rate"] == pytest.approx((4 * 0.9 + 1.0) / 5)
     assert result["lc_win_rate"] == pytest.approx(result["raw_win_rate"], abs=2e-3)

@@ -27,16 +27,30 @@ def test_short_demo_runs_every_stage_and_resumes(tmp_path):
         rows = [json.loads(x) for x in (out / "outputs" / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(r["generator"] == name for r in rows)
     judgments = [json.loads(x) for x in (out / "judgments" / "after-vs-before.jsonl").read_text().splitlines()]
-    assert len(judgments) == 2
-    html = results["report"]["report"]
-    assert html.endswith(".html") and "after vs before" in open(html).read()
-    assert any(line.startswith("[10/10] report") for line in lines)
+    assert len(judgments) == 2 and all(0.0 <= j["soft_preference"] <= 1.0 for j in judgments)  # weighted: none missing
+    # the summary's stable keys: the three measurements
+    summary = json.loads((out / "demo-summary.json").read_text())
+    for side in ("before", "after"):
+        stop = summary["style"][side]["eot_stop_rate"]
+        rows = [json.loads(x) for x in (out / "outputs" / f"{side}.jsonl").read_text().splitlines()]
+        assert stop == sum(r["finish_reason"] in ("eot", "eos") for r in rows) / len(rows)
+        assert summary["reference_loss"][side]["references"] == 10 and summary["reference_loss"][side]["mean_loss"] > 0
+    diff = summary["reference_loss"]["difference"]
+    assert abs(diff["diff"] - (summary["reference_loss"]["after"]["mean_loss"]
+                               - summary["reference_loss"]["before"]["mean_loss"])) < 1e-9
+    pref = summary["judge"]["after_preferred"]
+    assert pref["n_prompts"] == 2 and abs(pref["rate"] - sum(j["soft_preference"] for j in judgments) / 2) < 1e-9
+    assert [p["id"] for p in summary["prompts"]] == sorted(r["id"] for r in judgments)
+    page = (out / "report" / "index.html").read_text()
+    assert "before and after" in page and page.count("class='pair'") == 2 and "<script" not in page.lower()
+    assert (out / "report" / "judgments" / "index.html").is_file()
+    assert any(line.startswith("[13/13] summary") for line in lines)
     # a second run skips every completed stage
     again = []
     run_demo(cfg, log=again.append)
-    assert sum("done in an earlier run, skipped" in line for line in again) == 10
-    # the stage keys: a longer answer budget redoes both generations, the judging and the report, nothing else
+    assert sum("done in an earlier run, skipped" in line for line in again) == 13
+    # the stage keys: a longer answer budget redoes both generations and what reads them, nothing else
     changed = []
     run_demo(DemoConfig(**{**cfg.__dict__, "max_new_tokens": 7}), log=changed.append)
     redone = [line.split("] ", 1)[1].split(":", 1)[0] for line in changed if "starting it again from scratch" in line]
-    assert redone == ["generate-before", "generate-after", "judge", "report"]
+    assert redone == ["generate-before", "generate-after", "judge", "report", "summary"]

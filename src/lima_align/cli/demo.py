@@ -41,10 +41,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     use_gpu = args.gpu or (torch.cuda.is_available() and not args.cpu_demo)
     cfg = DemoConfig.gpu(**chosen) if use_gpu else DemoConfig(**chosen)
     results = run_demo(cfg)
-    train = results["train"]
-    print(f"\ndone. training loss {train.get('first_loss')} -> {train.get('last_loss')}")
-    print(f"answers before: {results['generate-before']['outputs']}")
-    print(f"answers after : {results['generate-after']['outputs']}")
-    print(f"judgments     : {', '.join(results['judge']['judgments'])}")
-    print(f"report        : {results['report']['report']}")
+    summary, train = results["summary"], results["train"]
+    stop, loss = summary["eot_stop_rate"], summary["reference_loss"]
+    print(f"\ndone. training loss {_f(train.get('first_loss'))} -> {_f(train.get('last_loss'))}")
+    print(f"  stops at EOT      : {_f(stop['before'])} before -> {_f(stop['after'])} after tuning (share of held-out answers)")
+    print(f"  reference loss    : {_f(loss['before'])} before -> {_f(loss['after'])} after (nats per token, lower = closer)")
+    print(f"  judge (weighted)  : after preferred {_f(summary['after_preferred'])} (0.5 = no preference; a 135M judge)")
+    print(f"report              : {summary['report']}")
     return 0
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"

@@ -23,7 +23,7 @@ over model b and predict it with the length difference set to zero::
   ``1 / sqrt(prompt_l2)`` on the logit scale (``prompt_term = "ridge"``), so that a prompt with two samples
   does not get an unbounded offset.
 
-Targets are the judge's soft preference (``preference``, P(a better)) when a row has one, otherwise the hard
+Targets are the judge's soft preference (``soft_preference``, P(a better) + P(tie)/2, written by the weighted judges) when a row has one, otherwise the hard
 verdict (a = 1, b = 0, tie = 0.5). The fit minimises the log loss on these soft targets directly (scipy
 L-BFGS), so soft preferences need no duplication trick. Missing rows (``missing`` true, or no verdict and no
 preference) are excluded and counted. The confidence interval is a seeded percentile bootstrap over prompts:
@@ -67,11 +67,11 @@ class _Fit:
 
 
 def preference_target(row: Mapping[str, Any]) -> float | None:
-    """P(a preferred) for one judgment row: its soft ``preference`` if present, else from the verdict; None =
+    """P(a preferred) for one judgment row: its ``soft_preference`` if present, else from the verdict; None =
     missing (``missing`` true, or nothing to score)."""
     if row.get("missing"):
         return None
-    soft = row.get("preference")
+    soft = row.get("soft_preference")
     if soft is not None:
         return min(1.0, max(0.0, float(soft)))
     return HARD_TARGET.get(row.get("verdict"))

@@ -18,10 +18,11 @@ from lima_align.fileio import write_json
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.pipeline import steps
 from lima_align.pipeline.stages import Stages
-from lima_align.pipeline.steps import GenerateJob, Pairing, SourceSpec
+from lima_align.pipeline.steps import GenerateJob, Pairing, ReferenceJob, SourceSpec
 
 Log = Callable[[str], None]
 DEMO_DATA = Path(str(files("lima_align").joinpath("data/demo")))
+REFERENCES = DEMO_DATA / "vicuna_references_10.jsonl"  # held-out GPT-4 reference answers (reference loss)
 
 
 @dataclass
@@ -88,8 +89,17 @@ def train_config(cfg: DemoConfig, out: Path) -> Any:
 def judge_config(cfg: DemoConfig) -> Any:
     from lima_align.evaluate.judge_config import JudgeConfig
 
-    return JudgeConfig(name=f"{cfg.judge_model}-local", kind="local", model=cfg.judge_model, temperature=0.0,
-                       max_tokens=64, concurrency=1, device=cfg.device)
+    return JudgeConfig(name=f"{cfg.judge_model}-local", kind="local", model=cfg.judge_model, mode="weighted",
+                       temperature=0.0, max_tokens=64, concurrency=1, device=cfg.device)
+
+
+def deltas(cfg: DemoConfig, trained: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """What the demo scales down against the paper (printed, and in the report)."""
+    return [("base model", cfg.model, "LLaMA 65B"), ("training examples", str(trained.get("examples", "?")), "1,000"),
+            ("epochs / optimizer steps", f"{cfg.epochs} / {trained['steps']}", "15 / 465"),
+            ("learning rate", f"{cfg.lr:g} -> {cfg.lr / 10:g}", "1e-5 -> 1e-6"),
+            ("batch", str(cfg.batch_size), "32"), ("trim", f"{cfg.max_len} tokens", "2,048 tokens"),
+            ("answer cap", f"{cfg.max_new_tokens} tokens", "2,048 tokens")]
 
 
 def run_demo(cfg: DemoConfig, log: Log = print) -> dict[str, Any]:
@@ -98,7 +108,7 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "demo-config.json", asdict(cfg))
     sources = demo_sources(cfg)
-    stages = Stages(out, log, total=len(sources) + 6)
+    stages = Stages(out, log, total=len(sources) + 9)
     log(f"lima-align demo -> {out.resolve()}  [{cfg.demo_label}]")
     r: dict[str, Any] = {"curate": {s.name: steps.curate(stages, s, out) for s in sources}}
     r["mix"] = steps.mix(stages, mix_config(cfg, out), out)
@@ -107,18 +117,51 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> dict[str, Any]:
     before = GenerateJob(name="before", model=cfg.model, model_key=cfg.model, prompts=out / "mix" / "train.test.jsonl",
                          out=answers["before"], sampling=sampling, device=cfg.device, add_eot=True)
     r["generate-before"] = steps.generate(stages, before, stage="generate-before")
+    losses = {name: out / "reference-loss" / f"{name}.json" for name in ("before", "after")}
+    r["reference-loss-before"] = steps.reference_loss(stages, ReferenceJob(
+        "before", cfg.model, cfg.model, REFERENCES, losses["before"], cfg.device, add_eot=True),
+        stage="reference-loss-before")
     log(f"  {cfg.demo_label}: {cfg.model}, {cfg.epochs} epochs, lr {cfg.lr} -> {cfg.lr / 10}, batch "
         f"{cfg.batch_size}, trim {cfg.max_len} tokens (the paper: 15 epochs, 1e-5 -> 1e-6, batch 32, 2,048)")
     r["train"] = steps.train(stages, train_config(cfg, out), log)
     checkpoint = out / "train" / Path(r["train"]["checkpoint"]).name
-    after = GenerateJob(name="after", model=str(checkpoint), model_key=[r["train"]["key"], checkpoint.name],
-                        prompts=before.prompts, out=answers["after"], sampling=sampling, device=cfg.device)
+    tuned = [r["train"]["key"], checkpoint.name]
+    after = GenerateJob(name="after", model=str(checkpoint), model_key=tuned, prompts=before.prompts,
+                        out=answers["after"], sampling=sampling, device=cfg.device)
     r["generate-after"] = steps.generate(stages, after, stage="generate-after")
+    r["reference-loss-after"] = steps.reference_loss(stages, ReferenceJob(
+        "after", str(checkpoint), tuned, REFERENCES, losses["after"], cfg.device), stage="reference-loss-after")
     judgments = out / "judgments" / "after-vs-before.jsonl"
     r["judge"] = steps.judge_pairs(stages, judge_config(cfg), [Pairing("before", answers["after"],
                                                                        answers["before"], judgments)],
                                    out / "judgments" / "cache.sqlite")
-    r["report"] = steps.report(stages, [judgments], out / "report", "lima-align demo: after vs before tuning",
+    r["report"] = steps.report(stages, [judgments], out / "report" / "judgments",
+                               "lima-align demo: after vs before tuning (judge details)",
                                outputs=[answers["before"], answers["after"]])
-    write_json(out / "demo-summary.json", r)
+    r["summary"] = stages.run("summary", lambda: _summary(cfg, out, r, answers, losses, judgments),
+                              key={k: v["key"] for k, v in r.items() if k != "curate"},
+                              outputs=[out / "demo-summary.json", out / "report" / "index.html"])
     return r
+
+
+def _summary(cfg: DemoConfig, out: Path, r: dict[str, Any], answers: dict[str, Path], losses: dict[str, Path],
+             judgments: Path) -> dict[str, Any]:
+    from lima_align.pipeline import demo_summary as ds
+
+    judge = ds.judge_preference(judgments, cfg.judge_model)
+    trained = {**r["train"], "examples": r["mix"]["splits"]["train"]}
+    data = {"title": "lima-align demo: what a few examples teach a base model", "label": cfg.demo_label,
+            "model": cfg.model, "deltas": deltas(cfg, trained),
+            "table1": ds.training_mix(out / "mix" / "train.jsonl", cfg.model),
+            "style": {name: ds.style(path) for name, path in answers.items()},
+            "reference_loss": ds.reference_change(losses["before"], losses["after"]), "judge": judge,
+            "prompts": ds.prompt_rows(answers["before"], answers["after"], judge["per_prompt"]),
+            "train": {k: r["train"].get(k) for k in ("steps", "first_loss", "last_loss")}}
+    paths = ds.write_summary(data, out)
+    b, a = data["style"]["before"]["eot_stop_rate"], data["style"]["after"]["eot_stop_rate"]
+    pref = judge["after_preferred"]["rate"]
+    return {**paths, "eot_stop_rate": {"before": b, "after": a},
+            "reference_loss": {k: data["reference_loss"][k]["mean_loss"] for k in ("before", "after")},
+            "after_preferred": pref,
+            "summary": f"stop rate {b} -> {a}; reference loss {data['reference_loss']['before']['mean_loss']:.3f} -> "
+                       f"{data['reference_loss']['after']['mean_loss']:.3f}; after preferred {pref}"}

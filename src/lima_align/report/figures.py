@@ -64,3 +64,24 @@ def likert_bars(rows: list[dict[str, Any]], stem: Path, title: str) -> list[Path
     ax.set_ylabel("helpfulness (1-6)")
     ax.set_title(title)
     return _save(fig, stem)
+
+
+def paired_rates(metrics: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]], names: tuple[str, str],
+                 stem: Path, title: str) -> list[Path]:
+    """Grouped bars: each metric's rate for two models (e.g. before / after tuning) with their 95% CIs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.38
+    for side, (name, color) in enumerate(zip(names, ("#BAB0AC", "#4C78A8"))):
+        cells = [m[1 + side] for m in metrics]
+        rates = [100 * c["rate"] if c else 0.0 for c in cells]
+        errs = [[max(0.0, r - 100 * c["ci"][0]) if c else 0 for r, c in zip(rates, cells)],
+                [max(0.0, 100 * c["ci"][1] - r) if c else 0 for r, c in zip(rates, cells)]]
+        ax.bar([i + (side - 0.5) * width for i in range(len(metrics))], rates, width, yerr=errs, capsize=4,
+               color=color, label=name)
+    ax.set_xticks(range(len(metrics)), [m[0] for m in metrics])
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of answers (95% CI)")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return _save(fig, stem)

@@ -22,7 +22,8 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}details{border:1px solid #ddd;margin:.4em 0;padding:.3em .6em}
 .answer{border-left:3px solid #4C78A8;padding-left:.8em;margin:.5em 0;overflow-x:auto}
-pre{white-space:pre-wrap}.raw{color:#555;font-size:.9em}"""
+pre{white-space:pre-wrap}.raw{color:#555;font-size:.9em}img{max-width:100%;height:auto}
+table{display:block;max-width:100%;overflow-x:auto}"""
 
 
 def esc(value: Any) -> str:
