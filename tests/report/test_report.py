@@ -90,6 +90,17 @@ def test_five_of_five_wins_give_an_honest_interval(tmp_path):
     assert pw["outcomes"]["loss_ci"][1] > 0.4  # 0 losses of 5 is not "certainly never loses"
 
 
+def test_report_command_prints_the_five_of_five_interval(tmp_path, capsys):
+    from lima_align.cli import main
+
+    path = tmp_path / "j.jsonl"
+    path.write_text("".join(json.dumps(_calls_row(i, "A", "B", "a")) + "\n" for i in range(5)))
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("lima vs davinci") and "win 1.00 [0.57, 1.00]" in first
+    assert "disagreement=tie; 5 prompts x 1 sample, 0 missing" in first and "length-controlled win rate" in first
+
+
 def test_summary_and_page_label_every_tie_convention(tmp_path):
     # q0: a both orders; q1: a then tie; q2: a then b; q3: b both orders
     rows = [_calls_row(0, "A", "B", "a"), _calls_row(1, "A", "tie", "tie"), _calls_row(2, "A", "A", "tie"),

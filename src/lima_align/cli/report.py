@@ -17,9 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from lima_align.report.build import build_report
+    from lima_align.report.text import summary_lines
 
     written = build_report(args.judgments, args.out, title=args.title, outputs=args.outputs)
+    for line in summary_lines(json.loads((Path(args.out) / "summary.json").read_text(encoding="utf-8"))):
+        print(line)
     for path in written:
         print(path)
     return 0
