@@ -82,7 +82,7 @@ def test_pairwise_against_davinci003_baseline(shared_data, tmp_path):
 def test_calibrate_on_hhh(shared_data, tmp_path, capsys):
     hhh = shared_data / "eval" / "hhh_alignment"
     if not hhh.is_dir():
-        pytest.skip("hhh_alignment copy absent")
+        pytest.skip(f"shared data absent: {hhh}")
     with stub_server(prefer_longer) as server:
         cli(["judge", "calibrate", "--hhh", str(hhh), "--out", str(tmp_path / "cal.jsonl"), "--limit", "20",
              "--base-url", server.base_url, "--model", "stub", "--cache", str(tmp_path / "c.sqlite")])
@@ -91,6 +91,32 @@ def test_calibrate_on_hhh(shared_data, tmp_path, capsys):
     assert summary["position"]["consistency"] == 1.0  # a length-only judge never flips with the order
     assert summary["length"]["longer_wins_rate"] == 1.0
     assert 0 <= summary["accuracy"] <= summary["tie_discounted_accuracy"] <= 1
+    assert summary["accuracy_ci95"][0] <= summary["accuracy"] <= summary["accuracy_ci95"][1]
+
+
+def _first_shown_wins(body, _n):
+    """A weighted stub judge that mostly prefers the first answer, a little the longer one."""
+    import math
+    import re
+
+    first, second = (len(x) for x in re.findall(r"<answer_[ab]>\n(.*?)\n</answer_[ab]>",
+                                                 body["messages"][-1]["content"], re.S))
+    return Action(logprobs={"A": math.log(0.6 + 0.1 * (first > second)), "B": math.log(0.2), "C": math.log(0.1)})
+
+
+def test_calibrate_weighted_on_hhh(shared_data, tmp_path, capsys):
+    hhh = shared_data / "eval" / "hhh_alignment"
+    if not hhh.is_dir():
+        pytest.skip(f"shared data absent: {hhh}")
+    with stub_server(_first_shown_wins) as server:
+        cli(["judge", "calibrate", "--hhh", str(hhh), "--out", str(tmp_path / "cal.jsonl"), "--limit", "12",
+             "--base-url", server.base_url, "--model", "stub", "--mode", "weighted", "--no-cache"])
+        assert server.requests[0]["logprobs"] is True and server.requests[0]["max_tokens"] == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["missing"] == 0 and summary["first_position_rate"] == 0.5  # by construction
+    assert summary["weighted"]["raw_first_position_rate"] == 1.0  # while every single call says "A"
+    assert "accuracy" in captured.err and "first-position rate 0.500" in captured.err
 
 
 _SERVE_SLOW = """

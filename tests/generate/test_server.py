@@ -1,12 +1,14 @@
 """The OpenAI-compatible server, run for real on 127.0.0.1 and called with the official ``openai`` client."""
 
 import json
+import math
 import threading
 import time
 
 import httpx
 import openai
 import pytest
+import torch
 
 from lima_align.chat_format import render
 from lima_align.generate.engine import HFEngine, Request
@@ -105,6 +107,41 @@ def test_n_choices_are_different_samples(client):
     assert 3 <= reply.usage.completion_tokens <= 24
 
 
+def _direct_logprobs(engine, turns, generated):
+    """log-softmax of the model's logits after the prompt and each generated prefix: one forward pass each."""
+    ids = render(turns, engine.tokenizer, engine.fmt, add_generation_prompt=True).input_ids
+    with torch.inference_mode():
+        return [engine.model(torch.tensor([ids + generated[:i]])).logits[0, -1].float().log_softmax(-1)
+                for i in range(len(generated))]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5])
+def test_logprobs_are_the_models_own_softmax(engine, client, temperature):
+    """Whatever the sampler does (penalty 1.2, temperature), the logprobs are the model's raw distribution."""
+    reply = client.chat.completions.create(model=NAME, messages=LONG, temperature=temperature, seed=3,
+                                           max_tokens=4, logprobs=True, top_logprobs=5)
+    content = reply.choices[0].logprobs.content
+    turns = [LONG[0]["content"]]
+    # the server's seed is the engine's request key: the same request, direct, gives the same tokens
+    (same,) = engine.generate([Request("3", turns)], SamplingConfig(temperature=temperature, max_new_tokens=4))
+    assert same.text == reply.choices[0].message.content and len(content) == len(same.token_ids) == 4
+    text = engine.token_text
+    for entry, direct, token in zip(content, _direct_logprobs(engine, turns, same.token_ids), same.token_ids):
+        top = direct.topk(5)
+        assert [t.token for t in entry.top_logprobs] == [text(i) for i in top.indices.tolist()]
+        assert [t.logprob for t in entry.top_logprobs] == pytest.approx(top.values.tolist(), abs=2e-4)
+        assert entry.token == text(token) and entry.logprob == pytest.approx(float(direct[token]), abs=2e-4)
+        assert entry.bytes == list(entry.token.encode()) and sum(math.exp(t.logprob) for t in entry.top_logprobs) < 1
+
+
+def test_no_logprobs_unless_asked_and_top_zero_gives_the_sampled_token_only(client):
+    plain = client.chat.completions.create(model=NAME, messages=HELLO, temperature=0, max_tokens=2)
+    assert plain.choices[0].logprobs is None
+    bare = client.chat.completions.create(model=NAME, messages=HELLO, temperature=0, max_tokens=2, logprobs=True)
+    assert [e.top_logprobs for e in bare.choices[0].logprobs.content] == [[], []]
+    assert all(e.logprob <= 0 for e in bare.choices[0].logprobs.content)
+
+
 def _post(server, body, **kwargs):
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return httpx.post(f"{server.base_url}/chat/completions", content=content,
@@ -132,6 +169,10 @@ BAD = {
     "over the context": ({"model": NAME, "messages": [{"role": "user", "content": "word " * 230}],
                           "max_tokens": 64}, 400),
     "stop": ({"model": NAME, "messages": HELLO, "stop": ["\n"]}, 400),
+    "top_logprobs without logprobs": ({"model": NAME, "messages": HELLO, "top_logprobs": 3}, 400),
+    "top_logprobs over 20": ({"model": NAME, "messages": HELLO, "logprobs": True, "top_logprobs": 21}, 400),
+    "logprobs not a boolean": ({"model": NAME, "messages": HELLO, "logprobs": "yes"}, 400),
+    "logprobs streamed": ({"model": NAME, "messages": HELLO, "logprobs": True, "stream": True}, 400),
 }
 
 

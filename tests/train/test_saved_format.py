@@ -38,8 +38,10 @@ def test_checkpoints_carry_the_trained_format_and_generation_renders_with_it(lim
 
     from lima_align.evaluate.local import LocalJudge
 
-    judge = LocalJudge.load(str(result.checkpoints[-1]), device="cpu")  # add_eot=True would add <|eot|>
-    assert judge.engine.fmt == CUSTOM and "<|eot|>" not in judge.engine.tokenizer.get_vocab()
+    # a judge speaks the model's own chat template: for a lima-align checkpoint that is the saved format's
+    judge = LocalJudge.load(str(result.checkpoints[-1]), device="cpu")
+    assert "<|eot|>" not in judge.tokenizer.get_vocab()  # no token added to a judge
+    assert judge.tokenizer.decode(judge.prompt_ids([{"role": "user", "content": "Hi"}])) == "### User\nHi<|end|>### Bot\n"
 
 
 def test_the_format_is_written_before_the_completion_marker(tmp_path, monkeypatch):

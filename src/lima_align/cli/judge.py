@@ -18,6 +18,9 @@ def add_judge_options(p: argparse.ArgumentParser, out_required: bool = True) -> 
     g.add_argument("--base-url", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)")
     g.add_argument("--model", help="judge model name")
     g.add_argument("--api-key-env", help="environment variable holding the API key")
+    g.add_argument("--mode", choices=("generate", "weighted"),
+                   help="verdict from the reply's text (generate) or from the verdict tokens' probabilities "
+                        "(weighted); default: weighted for a local judge, generate for an endpoint")
     g.add_argument("--cache", default=".lima-judge-cache.sqlite", help="judge call cache (default %(default)s)")
     g.add_argument("--no-cache", action="store_true", help="call the judge for everything")
     g.add_argument("--template", help="judge prompt YAML replacing the built-in one")
@@ -31,7 +34,7 @@ def judge_setup(args: argparse.Namespace):
     from lima_align.evaluate.judging import JudgeSetup
 
     overrides = list(args.set)
-    for key in ("base_url", "model", "api_key_env"):
+    for key in ("base_url", "model", "api_key_env", "mode"):
         if getattr(args, key, None):
             overrides.append(f"{key}={getattr(args, key)}")
     config = load_judge_config(args.judge, overrides)
@@ -123,4 +126,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     rows = [r for r in read_rows(args.out) if r["id"] in human]
     summary = calibration_summary(rows, human)
     print(json.dumps(summary, indent=2))
+    lo, hi = summary["accuracy_ci95"]
+    print(f"accuracy {summary['accuracy']:.3f} [95% Wilson {lo:.3f}, {hi:.3f}] on {summary['judged']} of "
+          f"{summary['items']} (missing {summary['missing']}), position consistency "
+          f"{summary['position_consistency']:.3f}, first-position rate {summary['first_position_rate']:.3f}, "
+          f"longer answer wins {summary['longer_wins_rate']:.3f}", file=sys.stderr)
     return _finish(report)

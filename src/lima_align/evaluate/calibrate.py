@@ -4,17 +4,27 @@ Sources: BIG-bench ``hhh_alignment`` (``task.json`` files whose ``target_scores`
 response with 1; every (preferred, other) pair is one item), or any JSONL of ``{"id", "prompt", "a", "b",
 "human": "a"|"b"|"tie"}`` (e.g. MT-bench human judgments converted). Items are judged in both orders like any
 pair, with model a = the human's choice (for hhh), so the human label is always 'a' there.
+
+:func:`calibration_summary` reports what decides whether a judge can be trusted: accuracy against the humans
+with a 95% Wilson interval (items as independent units: one pair per prompt in hhh's two-answer examples),
+position consistency and the first-position rate of its verdicts, and length bias. For a weighted judge it adds
+what the averaging hides: how often the model alone, in one order, puts the first-shown answer on top
+(``raw_first_position_rate``, and the mean probability share it gives it), how often its two single-order
+verdicts agree, and the soft accuracy (the mean probability given to the human's choice, ties counting half).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import binomtest
+
 from lima_align.errors import DataError
 from lima_align.evaluate.answers import Answer
-from lima_align.evaluate.statistics import length_bias, position_consistency, tie_discounted_agreement
+from lima_align.evaluate.statistics import length_bias, position_consistency, tie_discounted_score
 from lima_align.fileio import iter_jsonl
 
 
@@ -56,12 +66,57 @@ def load_labelled_pairs(path: str | Path) -> list[tuple[Answer, Answer, str]]:
     return items
 
 
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """The Wilson score interval of ``successes / n`` (scipy); [nan, nan] for n = 0."""
+    if n == 0:
+        return [math.nan, math.nan]
+    ci = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
 def calibration_summary(rows: list[dict[str, Any]], human: dict[str, str]) -> dict[str, Any]:
-    """Accuracy (exact and tie-discounted) against the human labels, position consistency, length bias."""
-    judge = {r["id"]: r["verdict"] for r in rows}
-    agreement = tie_discounted_agreement(human, judge)
+    """Accuracy (exact, with a 95% Wilson CI, and tie-discounted) against the human labels, position
+    consistency, first-position rate, length bias; a weighted judge's single-order diagnostics."""
     decided = [r for r in rows if r["verdict"] is not None]
-    return {"items": len(rows), "judged": len(decided), "missing": len(rows) - len(decided),
-            "accuracy": agreement["exact"], "tie_discounted_accuracy": agreement["agreement"],
-            "ties": sum(r["verdict"] == "tie" for r in decided),
-            "position": position_consistency(rows), "length": length_bias(rows)}
+    correct = sum(r["verdict"] == human[r["id"]] for r in decided)
+    scores = [tie_discounted_score(r["verdict"], human[r["id"]]) for r in decided]
+    position, length = position_consistency(rows), length_bias(rows)
+    summary = {"items": len(rows), "judged": len(decided), "missing": len(rows) - len(decided),
+               "accuracy": correct / len(decided) if decided else math.nan,
+               "accuracy_ci95": wilson_ci(correct, len(decided)),
+               "tie_discounted_accuracy": sum(scores) / len(scores) if scores else math.nan,
+               "ties": sum(r["verdict"] == "tie" for r in decided),
+               "position_consistency": position["consistency"],
+               "first_position_rate": position["first_position_win_rate"],
+               "longer_wins_rate": length["longer_wins_rate_combined"],
+               "position": position, "length": length}
+    weighted = [r for r in rows if r.get("mode") == "weighted"]
+    if weighted:
+        summary["weighted"] = weighted_diagnostics(weighted, human)
+    return summary
+
+
+def weighted_diagnostics(rows: list[dict[str, Any]], human: dict[str, str]) -> dict[str, Any]:
+    """What the model does in ONE order (the position bias that averaging the orders removes), and the soft
+    accuracy: the mean combined probability of the human's choice winning, a tie counting half."""
+    first_shares, first_wins, decided, soft = [], 0, 0, []
+    agree = [r["per_order_consistent"] for r in rows if r.get("per_order_consistent") is not None]
+    for row in rows:
+        for call in row.get("calls", ()):
+            probs, raw = call.get("probs"), call.get("raw_label")
+            if probs and probs["A"] + probs["B"] > 0:
+                first_shares.append(probs["A"] / (probs["A"] + probs["B"]))
+            if raw in ("A", "B"):
+                decided += 1
+                first_wins += raw == "A"
+        pref, label = row.get("soft_preference"), human.get(row["id"])
+        if pref is not None and label in ("a", "b"):
+            soft.append(pref if label == "a" else 1 - pref)
+    return {"rows": len(rows), "soft_accuracy": _mean(soft),
+            "raw_first_position_rate": first_wins / decided if decided else math.nan,
+            "raw_first_position_share": _mean(first_shares),
+            "per_order_consistency": _mean([float(a) for a in agree])}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan

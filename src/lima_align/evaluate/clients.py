@@ -6,15 +6,21 @@ on 429, 5xx, timeouts, connection errors and unreadable bodies. Other 4xx are no
 wrong. A call that still fails comes back as a :class:`Reply` with ``error`` set, never as an exception, so a
 run always ends with every item judged or recorded missing. :class:`CachedJudge` composes any client with a
 cache and counts tokens and cost.
+
+Weighted calls (``CallParams.top_logprobs > 0``) ask for ONE token and the log-probabilities of the most likely
+first tokens (``logprobs: true, top_logprobs: K, max_tokens: 1``): the reply's ``logprobs`` maps token text to
+log-probability, and the caller reads its verdict from them (:func:`~lima_align.evaluate.parsers.choice_probs`).
+An endpoint that answers without logprobs is an error, not retried: it cannot serve this mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from lima_align.errors import LimaError
@@ -33,19 +39,43 @@ class Reply:
     cached: bool = False
     cost_usd: float = 0.0
     key: str = ""
+    logprobs: dict[str, float] | None = None  # weighted calls: first-token text -> log-probability
+    seed: int | None = None  # the RNG seed a local judge used for this call
 
 
 @dataclass(frozen=True)
 class CallParams:
-    """Sampling settings of one judge call; part of the cache key (``sample`` separates repeated draws)."""
+    """Sampling settings of one judge call; part of the cache key (``sample`` separates repeated draws).
+
+    ``top_logprobs`` > 0 makes it a weighted call (one token, its top-K log-probabilities); ``candidates`` are
+    the verdict tokens a local judge reports whatever their rank. ``key`` is the call's cache key, filled in by
+    :class:`CachedJudge` (not part of the key itself): a local judge derives its RNG seed from it.
+    """
 
     temperature: float = 0.0
     max_tokens: int = 512
     seed: int | None = None
     sample: int = 0
+    top_logprobs: int = 0
+    candidates: tuple[str, ...] = ()
+    key: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The cache-key view: generate calls keep the keys they had before the weighted mode existed."""
+        values = asdict(self)
+        del values["key"]
+        if not self.top_logprobs:
+            del values["top_logprobs"], values["candidates"]
+        else:
+            values["candidates"] = list(self.candidates)
+        return values
+
+
+def call_seed(key: str, base_seed: int | None = None) -> int:
+    """The RNG seed of one judge call: a hash of its cache key (and the judge's configured seed), so two
+    different calls never share a seed and a repeated call gets the same one (63 bits, as torch wants)."""
+    digest = hashlib.sha256(f"judge-call\x00{base_seed or 0}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class ChatJudge(Protocol):
@@ -138,6 +168,8 @@ class OpenAIJudge:
                                   "temperature": params.temperature, "max_tokens": params.max_tokens}
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=params.top_logprobs, max_tokens=1)
         try:
             resp = await self._client.chat.completions.create(**kwargs)
         except oa.APIStatusError as exc:
@@ -153,12 +185,32 @@ class OpenAIJudge:
             return f"bad response body: {str(resp)[:300]}", True, None
         if not isinstance(text, str):
             return f"bad response body: no message content in {str(resp)[:300]}", True, None
+        logprobs = None
+        if params.top_logprobs:
+            logprobs = first_token_logprobs(resp.choices[0])
+            if logprobs is None:
+                return (f"the endpoint returned no logprobs (the weighted mode needs 'logprobs' / 'top_logprobs' "
+                        f"support; use mode: generate): {str(resp)[:200]}"), False, None
         usage = getattr(resp, "usage", None)
         return Reply(text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                     completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+                     completion_tokens=getattr(usage, "completion_tokens", 0) or 0, logprobs=logprobs)
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def first_token_logprobs(choice: Any) -> dict[str, float] | None:
+    """``choices[0].logprobs.content[0]`` as {token: logprob}: its ``top_logprobs`` and the sampled token."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    first = content[0]
+    pairs = [(t.token, t.logprob) for t in (getattr(first, "top_logprobs", None) or ())]
+    out: dict[str, float] = {}
+    for token, logprob in pairs + [(first.token, first.logprob)]:  # a text listed twice: its first entry
+        if isinstance(token, str) and logprob is not None:
+            out.setdefault(token, float(logprob))
+    return out
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -182,14 +234,18 @@ class CachedJudge:
         return self.client.model
 
     async def complete(self, messages: list[dict[str, str]], params: CallParams, template_version: str) -> Reply:
-        key = cache_key(self.client.model, template_version, messages, params.to_dict())
+        # a client's ``cache_tag`` names how it prompts (the local judge's own chat template): replies of a judge
+        # that prompted the same model another way, in an old cache, are not reused
+        tag = getattr(self.client, "cache_tag", "")
+        key = cache_key(self.client.model + (f"@{tag}" if tag else ""), template_version, messages, params.to_dict())
         self.usage.calls += 1
         hit = self.cache.get(key)
         if hit is not None:
             self.usage.cache_hits += 1
             return Reply(hit["text"], hit["prompt_tokens"], hit["completion_tokens"], attempts=0, cached=True,
-                         cost_usd=hit.get("cost_usd", 0.0), key=key)
-        reply = await self.client.complete(messages, params)
+                         cost_usd=hit.get("cost_usd", 0.0), key=key, logprobs=hit.get("logprobs"),
+                         seed=hit.get("seed"))
+        reply = await self.client.complete(messages, replace(params, key=key))
         reply.key = key
         self.usage.attempts += reply.attempts
         if reply.error is not None:
@@ -201,5 +257,6 @@ class CachedJudge:
         self.usage.cost_usd += reply.cost_usd
         self.cache.put(key, {"text": reply.text, "prompt_tokens": reply.prompt_tokens,
                              "completion_tokens": reply.completion_tokens, "cost_usd": reply.cost_usd,
-                             "model": self.client.model, "at": time.time()})
+                             "logprobs": reply.logprobs, "seed": reply.seed, "model": self.client.model,
+                             "at": time.time()})
         return reply

@@ -1,7 +1,17 @@
 """Judges described as data: one YAML per judge (``configs/judges/*.yaml``) read into :class:`JudgeConfig`.
 
 ``kind: openai`` is any OpenAI-compatible endpoint (``base_url``; the key is read from the environment variable
-``api_key_env``, never written in the file); ``kind: local`` loads a transformers model in process.
+``api_key_env``, never written in the file); ``kind: local`` loads a transformers instruct model in process.
+
+``mode`` is how a verdict is read:
+
+* ``generate``: the judge writes a reply (one sentence of reasoning and a verdict line) that a parser reads; a
+  reply that says nothing clear is a missing verdict. The default of ``kind: openai``.
+* ``weighted``: the judge is asked for the verdict token alone and the verdict is read from the probabilities
+  of the verdict tokens at the first position of its reply (the templates' ``choices``), for HTTP judges from
+  ``top_logprobs`` (``top_logprobs: K``; OpenAI allows up to 20). Pairwise: both orders averaged, so no position
+  preference and, for the local judge, no missing verdict (protocols.py). The default of ``kind: local``: a
+  small model's free text is mostly unparseable or "A", its next-token distribution still carries a signal.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from lima_align.errors import LimaError
 from lima_align.evaluate.clients import CallParams, ChatJudge, OpenAIJudge, Pricing, RetryPolicy
 
 KINDS = ("openai", "local")
+MODES = ("generate", "weighted")
+DEFAULT_MODE = {"openai": "generate", "local": "weighted"}
 
 
 @dataclass
@@ -35,22 +47,39 @@ class JudgeConfig:
     input_per_mtok: float = 0.0  # US dollars per million prompt tokens
     output_per_mtok: float = 0.0
     device: str | None = None  # kind: local only
+    mode: str | None = None  # generate | weighted; None: the kind's default (DEFAULT_MODE)
+    top_logprobs: int = 20  # weighted mode: how many first-token logprobs to ask an HTTP endpoint for
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.concurrency < 1 or self.max_retries < 0 or self.max_tokens < 1:
             raise ValueError("concurrency and max_tokens must be >= 1, max_retries >= 0")
+        self.mode = self.mode or DEFAULT_MODE[self.kind]
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 1 <= self.top_logprobs <= 20:
+            raise ValueError(f"top_logprobs must be in [1, 20], got {self.top_logprobs}")
 
-    def params(self, sample: int = 0) -> CallParams:
+    @property
+    def weighted(self) -> bool:
+        return self.mode == "weighted"
+
+    def params(self, sample: int = 0, candidates: tuple[str, ...] = ()) -> CallParams:
+        """The calls' settings; in weighted mode ``candidates`` are the template's verdict tokens."""
+        if self.weighted:
+            return CallParams(self.temperature, 1, self.seed, sample, self.top_logprobs, tuple(candidates))
         return CallParams(self.temperature, self.max_tokens, self.seed, sample)
 
     def pricing(self) -> Pricing:
         return Pricing(self.input_per_mtok, self.output_per_mtok)
 
     def provenance(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "model": self.model, "base_url": self.base_url,
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+        info = {"name": self.name, "kind": self.kind, "model": self.model, "base_url": self.base_url,
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "mode": self.mode}
+        if self.weighted:
+            info["top_logprobs"] = self.top_logprobs
+        return info
 
     def identity(self) -> dict[str, Any]:
         """The settings that change verdicts (not where or how fast the judge runs): keys of resumable jobs."""

@@ -31,10 +31,23 @@ class JudgeSetup:
     progress: Callable[[int, int], None] | None = None
 
 
+def protocol_template(config: JudgeConfig, protocol: str, template: str | Path | None = None) -> Template:
+    """The prompt of ``protocol`` in the judge's mode (``<protocol>-weighted`` for weighted) or ``template``;
+    a weighted judge needs one that lists its verdict tokens (``choices``)."""
+    tmpl = load_template(template or (f"{protocol}-weighted" if config.weighted else protocol))
+    if config.weighted and not tmpl.choices:
+        raise LimaError(f"judge {config.name!r} is in weighted mode but the prompt {tmpl.name!r} has no 'choices' "
+                        f"(the verdict tokens); give a prompt that has them, or set mode=generate")
+    if not config.weighted and tmpl.choices:
+        raise LimaError(f"the prompt {tmpl.name!r} asks for a verdict token alone (it has 'choices'): it is for "
+                        f"the weighted mode; set mode=weighted or give a generate-mode prompt")
+    return tmpl
+
+
 def run_protocol(setup: JudgeSetup, protocol: str, build: Callable[[Template], list[Task]], out: str | Path,
                  template: str | Path | None = None) -> RunReport:
     """Load the template, build the tasks, judge them into ``out``."""
-    tmpl = load_template(template or protocol)
+    tmpl = protocol_template(setup.config, protocol, template)
     return asyncio.run(_run(setup, protocol, build(tmpl), tmpl, Path(out)))
 
 
@@ -42,7 +55,9 @@ async def _run(setup: JudgeSetup, protocol: str, tasks: list[Task], tmpl: Templa
     client = setup.client or build_client(setup.config)
     cache = JudgeCache(setup.cache_path) if setup.cache_path else NoCache()
     judge = CachedJudge(client, cache, setup.config.pricing())
-    run = JudgeRun(judge, tmpl, PARSERS[protocol], setup.config.params(), setup.config.provenance())
+    params = setup.config.params(candidates=tuple(tmpl.choice_map.values()))
+    run = JudgeRun(judge, tmpl, PARSERS[protocol], params, setup.config.provenance(),
+                   label_of=int if protocol == "likert" else str)
     try:
         return await run_tasks(tasks, run, out, progress=setup.progress)
     finally:

@@ -3,11 +3,16 @@
 ``None`` means missing: the reply did not say clearly (no verdict line, or contradicting ones). The caller keeps
 the raw text beside it; nothing here guesses (e.g. a reply that names both A and B without a verdict line is
 missing, not the first one mentioned).
+
+The weighted verdict mode reads no text: :func:`choice_probs` turns the log-probabilities of the reply's first
+token (an endpoint's ``top_logprobs``, or the local judge's) into a distribution over a template's choices.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Mapping
 
 _PAIRWISE_LINE = re.compile(r"verdict\s*[:\-]\s*\**\s*\[?\s*(answer\s+)?(a|b|neither|tie|none)\b", re.I)
 _PAIRWISE_PHRASES = {
@@ -30,9 +35,13 @@ def parse_pairwise(text: str | None) -> str | None:
         return {"a": "A", "b": "B"}.get(v, "tie")
     if len(verdicts) > 1:
         return None  # contradicting verdict lines
-    # No verdict line: accept the paper's own option sentences only when exactly one of them appears.
+    # No verdict line: accept the paper's own option sentences only when exactly one of them appears, or a
+    # reply that is the verdict alone ("A", "B.", "neither").
     named = [label for label, pat in _PAIRWISE_PHRASES.items() if pat.search(text)]
-    return named[0] if len(named) == 1 else None
+    if len(named) == 1:
+        return named[0]
+    bare = _bare_label(text, ("a", "b", "neither", "tie"))
+    return None if len(named) > 1 or bare is None else {"a": "A", "b": "B"}.get(bare, "tie")
 
 
 def parse_rating(text: str | None) -> str | None:
@@ -74,6 +83,35 @@ def _bare_label(text: str | None, labels: tuple[str, ...]) -> str | None:
         return None
     word = text.strip().strip(".!*\"' ").lower()
     return word if word in labels else None
+
+
+def choice_probs(logprobs: Mapping[str, float] | None, choices: Mapping[str, str]) -> dict[str, float] | None:
+    """The distribution over the labels of ``choices`` (label -> reply token) given the log-probabilities of the
+    candidate first tokens (token text -> logprob), normalised over the verdict tokens.
+
+    A token counts for a choice when its text with surrounding spaces stripped is the choice's token, so "A" and
+    " A" (tokenizers spell a word with or without its leading space) both count for A. A choice absent from the
+    logprobs (outside an endpoint's top-K) gets 0; when none is present the verdict is missing (``None``).
+    """
+    if not logprobs:
+        return None
+    mass = {label: 0.0 for label in choices}
+    by_token = {token: label for label, token in choices.items()}
+    for token, logprob in logprobs.items():
+        label = by_token.get(token.strip())
+        if label is not None and logprob is not None and math.isfinite(logprob):
+            mass[label] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {label: m / total for label, m in mass.items()}
+
+
+def argmax_label(probs: Mapping[str, float] | None) -> str | None:
+    """The most probable label (the first listed among exact ties), or ``None`` for a missing distribution."""
+    if not probs:
+        return None
+    return max(probs, key=lambda label: probs[label])
 
 
 PARSERS = {"pairwise": parse_pairwise, "absolute": parse_rating, "safety": parse_safety,

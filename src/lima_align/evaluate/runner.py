@@ -4,6 +4,10 @@ A :class:`Task` is one row of the output (e.g. one pair judged in both orders): 
 in advance, and how the parsed calls combine into the verdict. Rows are appended as tasks finish. A re-run
 skips the keys already in the file (a torn last line from a killed run is cut off) and, through the cache, makes
 no call twice: killing a run mid-way and re-running loses and duplicates nothing.
+
+A weighted run (``params.top_logprobs`` > 0) parses no text: each call's record gets ``probs``, the distribution
+over the template's choices read from the first-token logprobs, its argmax as ``label``, and the ``logprobs``
+themselves; the task's combine function reads them (protocols.py).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.errors import DataError
-from lima_align.evaluate.clients import CachedJudge, CallParams
+from lima_align.evaluate.clients import CachedJudge, CallParams, Reply
+from lima_align.evaluate.parsers import argmax_label, choice_probs
 from lima_align.evaluate.templates import Template
 from lima_align.fileio import keep_lines, read_appended
 
@@ -49,6 +54,15 @@ class JudgeRun:
     parse: Parser
     params: CallParams
     info: dict[str, Any] = field(default_factory=dict)  # the judge's provenance, written in every row
+    label_of: Callable[[str], Any] = str  # weighted mode: a choice label as the protocol's label (likert: int)
+
+    @property
+    def weighted(self) -> bool:
+        return self.params.top_logprobs > 0
+
+    @property
+    def mode(self) -> str:
+        return "weighted" if self.weighted else "generate"
 
 
 @dataclass
@@ -85,18 +99,30 @@ def done_keys(path: Path, report: RunReport) -> set[str]:
 
 async def _judge_call(run: JudgeRun, call: Call) -> dict[str, Any]:
     started = now()
-    params = CallParams(run.params.temperature, run.params.max_tokens, run.params.seed, call.sample)
+    params = replace(run.params, sample=call.sample)
     reply = await run.judge.complete([{"role": "user", "content": call.prompt}], params, run.template.version)
-    label = run.parse(reply.text) if reply.error is None else None
-    return {"tag": call.tag, "label": label, "missing": label is None, "raw": reply.text, "error": reply.error,
-            "cached": reply.cached, "attempts": reply.attempts, "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens, "cost_usd": round(reply.cost_usd, 8),
-            "cache_key": reply.key, "started_at": started, "finished_at": now()}
+    verdict = _weighted_label(run, reply) if run.weighted else {"label": _parsed(run, reply)}
+    return {"tag": call.tag, **verdict, "missing": verdict["label"] is None, "raw": reply.text,
+            "error": reply.error, "cached": reply.cached, "attempts": reply.attempts, "seed": reply.seed,
+            "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "cost_usd": round(reply.cost_usd, 8), "cache_key": reply.key, "started_at": started,
+            "finished_at": now()}
+
+
+def _parsed(run: JudgeRun, reply: Reply) -> Any:
+    return run.parse(reply.text) if reply.error is None else None
+
+
+def _weighted_label(run: JudgeRun, reply: Reply) -> dict[str, Any]:
+    """The call's distribution over the template's choices, its argmax label, and the logprobs read."""
+    probs = choice_probs(reply.logprobs, run.template.choice_map) if reply.error is None else None
+    best = argmax_label(probs)
+    return {"label": None if best is None else run.label_of(best), "probs": probs, "logprobs": reply.logprobs}
 
 
 async def _judge_task(run: JudgeRun, task: Task) -> dict[str, Any]:
     calls = await asyncio.gather(*(_judge_call(run, c) for c in task.calls))
-    row = {"key": task.key, **task.base, **task.combine(list(calls)), "calls": list(calls),
+    row = {"key": task.key, **task.base, "mode": run.mode, **task.combine(list(calls)), "calls": list(calls),
            "judge": run.info, "template": run.template.provenance(), "judged_at": now()}
     return row
 

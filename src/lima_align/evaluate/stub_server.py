@@ -2,6 +2,10 @@
 
 ``respond(request_body, call_number) -> Action`` decides each answer: a completion text, an HTTP error status
 (429, 500 ...), a delay (to provoke client timeouts) or a raw garbage body. Every request is counted.
+
+``Action.logprobs`` ({token: logprob} of the first reply token) is answered, when the request asks for
+``logprobs``, in OpenAI's shape and cut to the request's ``top_logprobs`` most likely tokens, as an endpoint
+would: the local stand-in for a weighted (logprob) judge.
 """
 
 from __future__ import annotations
@@ -22,17 +26,32 @@ class Action:
     delay_s: float = 0.0
     raw: bytes | None = None  # sent as is instead of a completion (garbage)
     headers: dict[str, str] = field(default_factory=dict)
+    logprobs: dict[str, float] | None = None  # the first reply token's distribution (its most likely tokens)
 
 
 Responder = Callable[[dict[str, Any], int], Action]
 
 
-def completion_body(text: str, model: str, prompt_tokens: int = 10, completion_tokens: int = 5) -> bytes:
+def completion_body(text: str, model: str, prompt_tokens: int = 10, completion_tokens: int = 5,
+                    logprobs: dict[str, Any] | None = None) -> bytes:
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
     return json.dumps({
         "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [choice],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens}}).encode()
+
+
+def logprobs_body(first_token: dict[str, float], k: int) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` of a one-token reply: the most likely token, and the ``k`` most likely."""
+    ranked = sorted(first_token.items(), key=lambda kv: kv[1], reverse=True)
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(*ranked[0]), "top_logprobs": [entry(t, lp) for t, lp in ranked[:k]]}]}
 
 
 class StubServer(ThreadingHTTPServer):
@@ -80,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.dumps({"error": {"message": f"stub error {action.status}", "type": "stub"}}).encode()
             ctype = "application/json"
         else:
-            payload, ctype = completion_body(action.text, body.get("model", "stub")), "application/json"
+            payload, ctype = _completion(action, body), "application/json"
         try:
             self.send_response(action.status)
             self.send_header("content-type", ctype)
@@ -91,6 +110,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
             pass
+
+
+def _completion(action: Action, body: dict[str, Any]) -> bytes:
+    logprobs = None
+    if body.get("logprobs") and action.logprobs:
+        logprobs = logprobs_body(action.logprobs, int(body.get("top_logprobs") or 0))
+    text = action.text or (max(action.logprobs, key=action.logprobs.get) if logprobs else "")
+    return completion_body(text, body.get("model", "stub"), logprobs=logprobs)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,10 @@
 
 The version is part of every cache key and every judgment row, so editing a prompt without bumping its version
 is the one way to mix results; :func:`load_template` therefore also records a hash of the text.
+
+A template for the weighted verdict mode also lists its ``choices``: each label and the one reply token that
+stands for it (``{A: "A", B: "B", tie: "C"}``); the verdict is read from the probabilities of those tokens at
+the first position of the reply, so the prompt must ask for that token alone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ class Template:
     text: str
     labels: tuple[str, ...] = ()
     source: str = ""
+    choices: tuple[tuple[str, str], ...] = ()  # (label, reply token) pairs: the weighted mode's verdict tokens
+
+    @property
+    def choice_map(self) -> dict[str, str]:
+        return dict(self.choices)
 
     @property
     def digest(self) -> str:
@@ -60,4 +69,18 @@ def load_template(name_or_path: str | Path) -> Template:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise LimaError(f"{path}: judge prompt needs a non-empty '{key}'")
     return Template(data["name"], data["version"], data["template"], tuple(str(x) for x in data.get("labels", ())),
-                    str(data.get("source", "")))
+                    str(data.get("source", "")), _choices(path, data.get("choices")))
+
+
+def _choices(path: Path, raw: object) -> tuple[tuple[str, str], ...]:
+    """``choices: {label: token}``; tokens must be distinct, non-empty and without surrounding spaces (the
+    reply token is matched with its spaces stripped)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or len(raw) < 2:
+        raise LimaError(f"{path}: 'choices' must map at least two labels to their reply tokens")
+    pairs = tuple((str(label), str(token)) for label, token in raw.items())
+    tokens = [token for _, token in pairs]
+    if len(set(tokens)) != len(tokens) or any(not t or t != t.strip() for t in tokens):
+        raise LimaError(f"{path}: 'choices' tokens must be distinct, non-empty, without surrounding spaces")
+    return pairs

@@ -4,6 +4,11 @@ dropped from the batch as soon as they finish (so a long answer does not keep fi
 Prompts are rendered by :func:`lima_align.chat_format.render` - the one template used in training. Each
 (prompt, sample) pair gets its own RNG seeded from (seed, prompt id, sample index), so its text does not depend
 on which batch it was decoded in.
+
+A request may ask for log-probabilities (``top_logprobs``: None for none, K >= 0 for the sampled token's and
+the K most likely): they are the model's own, the log-softmax of its raw logits at each step, before the
+repetition penalty, temperature and nucleus (what vLLM reports by default), so they describe the model, not the
+sampler.
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ class Request:
     turns: list[str]
     sample: int = 0
     max_new_tokens: int | None = None  # a tighter cap than the sampling config's, for this request only
+    top_logprobs: int | None = None  # None: no logprobs; K: the sampled token's and the K most likely
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token, its log-probability and the ``top`` (token text, logprob) alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -45,6 +60,7 @@ class Completion:
     seed: int
     token_ids: list[int] = field(default_factory=list, repr=False)
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # one per token of ``text`` when the request asked for them
 
 
 @dataclass
@@ -55,6 +71,7 @@ class _Row:
     seed: int
     budget: int  # new tokens this row may generate
     out: list[int] = field(default_factory=list)
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
 
 
 class HFEngine:
@@ -139,6 +156,7 @@ class HFEngine:
         active = list(batch)
         while active:
             tokens = next_tokens(out.logits[:, -1, :], seen, config, gens)
+            _record_logprobs(active, out.logits[:, -1, :], tokens)
             seen.scatter_(1, tokens[:, None], True)
             keep = []
             for j, (row, tok) in enumerate(zip(active, tokens.tolist())):
@@ -176,4 +194,31 @@ class HFEngine:
         content = row.out[:-1] if reason in ("eot", "eos") else row.out
         text = self.tokenizer.decode(content, skip_special_tokens=True)
         return Completion(row.index, row.request.key, row.request.sample, text, reason, len(row.ids),
-                          len(row.out), row.seed, list(row.out))
+                          len(row.out), row.seed, list(row.out), logprobs=self._logprobs(row, len(content)))
+
+    def _logprobs(self, row: _Row, n: int) -> list[TokenLogprob] | None:
+        """The row's recorded logprobs as token texts, for the ``n`` tokens of its text (no stop token)."""
+        if row.request.top_logprobs is None:
+            return None
+        text = self.token_text
+        return [TokenLogprob(text(tok), lp, [(text(i), v) for i, v in top]) for tok, lp, top in row.logprobs[:n]]
+
+    def token_text(self, token_id: int) -> str:
+        """One token's own text (special tokens kept; a piece of a UTF-8 character decodes to U+FFFD)."""
+        return self.tokenizer.decode([token_id])
+
+
+def _record_logprobs(rows: list[_Row], logits: torch.Tensor, tokens: torch.Tensor) -> None:
+    """Append each asking row's step: the sampled token's raw log-probability and its top K alternatives."""
+    want = [j for j, row in enumerate(rows) if row.request.top_logprobs is not None]
+    if not want:
+        return
+    sel = torch.tensor(want, device=logits.device)
+    logprobs = logits[sel].float().log_softmax(-1)
+    chosen = logprobs.gather(1, tokens[sel][:, None])[:, 0].tolist()
+    k = max(rows[j].request.top_logprobs for j in want)
+    top_lp, top_id = logprobs.topk(k, dim=-1) if k else (logprobs[:, :0], logprobs[:, :0].long())
+    for n, j in enumerate(want):
+        kj = rows[j].request.top_logprobs
+        top = list(zip(top_id[n, :kj].tolist(), top_lp[n, :kj].tolist()))
+        rows[j].logprobs.append((int(tokens[j]), chosen[n], top))

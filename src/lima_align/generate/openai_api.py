@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from lima_align.generate.decoding import SamplingConfig
 
-UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logprobs", "top_logprobs", "logit_bias")
+UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logit_bias")
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class ServerLimits:
     temperature: tuple[float, float] = (0.0, 2.0)
     repetition_penalty: tuple[float, float] = (1.0, 2.0)
     system: str = "reject"  # or "ignore"
+    max_top_logprobs: int = 20  # OpenAI's bound
 
 
 class ApiError(Exception):
@@ -51,6 +52,7 @@ class ChatParams:
     stream: bool
     include_usage: bool
     prompt_tokens: int
+    top_logprobs: int | None = None  # None: no logprobs asked; K: the sampled token's and the K most likely
 
 
 def _number(payload: dict, name: str, default: float, lo: float, hi: float, *,
@@ -161,6 +163,23 @@ def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits
         penalty_scope=defaults.penalty_scope, max_new_tokens=max_tokens, seed=0)
 
 
+def parse_logprobs(payload: dict, limits: ServerLimits, stream: bool) -> int | None:
+    """``logprobs: true`` (+ ``top_logprobs: K``) -> K (0 without top_logprobs); None when not asked."""
+    logprobs, top = payload.get("logprobs"), payload.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise ApiError(400, "'logprobs' must be a boolean", param="logprobs", code="invalid_type")
+    k = _integer(payload, "top_logprobs", None, 0, limits.max_top_logprobs)
+    if not logprobs:
+        if top is not None:
+            raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs",
+                           code="invalid_value")
+        return None
+    if stream:
+        raise ApiError(400, "logprobs are returned for non-streaming requests only", param="logprobs",
+                       code="unsupported")
+    return k or 0
+
+
 def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int], context: int,
                        defaults: SamplingConfig, limits: ServerLimits) -> ChatParams:
     """Validate a chat completion request (the model name is checked by the caller)."""
@@ -176,4 +195,4 @@ def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int
     if not isinstance(stream, bool) or not isinstance(options, dict):
         raise ApiError(400, "'stream' must be a boolean and 'stream_options' an object", param="stream")
     return ChatParams(turns, config, secrets.randbits(63) if seed is None else seed, n, stream,
-                      bool(options.get("include_usage")), prompt_tokens)
+                      bool(options.get("include_usage")), prompt_tokens, parse_logprobs(payload, limits, stream))

@@ -10,8 +10,11 @@ Choices made here:
 
 * Sampling defaults are the paper's (or the server's ``defaults``); a request may override ``temperature``,
   ``top_p``, ``max_tokens``, ``seed``, ``n`` and ``repetition_penalty`` within :class:`ServerLimits`; out of
-  range is a 400. ``stop``, tools, logprobs and frequency/presence penalties are not supported: a 400, never
-  ignored.
+  range is a 400. ``stop``, tools and frequency/presence penalties are not supported: a 400, never ignored.
+* ``logprobs: true`` (+ ``top_logprobs: K``, K <= 20) returns OpenAI's ``choices[i].logprobs.content[j] =
+  {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}`` for non-streaming requests (a streaming
+  one asking for them is a 400). They are the model's own log-softmax at each step, before the repetition
+  penalty, temperature and nucleus (:mod:`lima_align.generate.engine`): a judge reads its verdict from them.
 * Messages must alternate user/assistant, starting and ending with the user (the training template has no
   other roles). A leading ``system`` message is REJECTED with a 400 by default (``system="reject"``): silently
   dropping a judge's instructions would change results without anyone noticing. ``system="ignore"`` drops it
@@ -42,7 +45,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from lima_align.chat_format import render
 from lima_align.generate.decoding import SamplingConfig
-from lima_align.generate.engine import Completion
+from lima_align.generate.engine import Completion, TokenLogprob
 from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, parse_body, parse_chat_request
 from lima_align.generate.worker import BatchWorker, Job
 
@@ -185,8 +188,9 @@ class _Reply:
                 "total_tokens": self.params.prompt_tokens + completion}
 
     def response(self) -> dict[str, Any]:
-        choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
-                    "finish_reason": FINISH[c.finish_reason]} for i, c in sorted(self.done.items())]
+        choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
+                    "logprobs": openai_logprobs(c.logprobs), "finish_reason": FINISH[c.finish_reason]}
+                   for i, c in sorted(self.done.items())]
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": choices, "usage": self.usage(), "system_fingerprint": None}
 
@@ -196,6 +200,18 @@ class _Reply:
         if usage is not None:
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def openai_logprobs(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A completion's logprobs in OpenAI's chat shape (``bytes``: the UTF-8 of the token's text)."""
+    if logprobs is None:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(tok, lp) for tok, lp in t.top]}
+                        for t in logprobs], "refusal": None}
 
 
 def _delta(index: int, delta: dict, finish: str | None = None) -> dict[str, Any]:

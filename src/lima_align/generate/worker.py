@@ -2,7 +2,7 @@
 
 Requests arrive as :class:`Job` objects on a queue. The worker waits ``window_s`` after the first one, groups what
 arrived by sampling settings (``max_tokens`` is per row, so it does not split a batch) and decodes each group as
-ONE batch through :meth:`HFEngine.generate`. Each job receives its events through its ``sink``: streamed text
+ONE batch through :meth:`HFEngine.generate` (logprobs are asked per row, so they do not split a batch). Each job receives its events through its ``sink``: streamed text
 deltas, finished completions, or an error. Cancelled jobs leave the running batch at the next token; a batch
 whose every job is cancelled is abandoned.
 """
@@ -107,8 +107,8 @@ class BatchWorker:
         owners = [(job, s) for job in jobs for s in range(job.params.n)]
         if not owners:
             return
-        requests = [Request(str(job.params.seed), job.params.turns, s, job.params.config.max_new_tokens)
-                    for job, s in owners]
+        requests = [Request(str(job.params.seed), job.params.turns, s, job.params.config.max_new_tokens,
+                            job.params.top_logprobs) for job, s in owners]
         stop_ids = self.engine.stop_ids
         decoders = [StreamDecoder(self.engine.tokenizer, stop_ids) if job.params.stream else None
                     for job, _ in owners]
