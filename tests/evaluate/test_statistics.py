@@ -253,3 +253,17 @@ def test_a_weighted_judges_row_is_counted_by_each_orders_own_verdict():
     assert row_weights(row, "average") == (0.5, 0.5, 0.0)
     calls = per_call_rates([row])
     assert calls["counts"] == {"win": 1, "tie": 1, "loss": 0} and calls["first_position"]["decided_calls"] == 1
+
+
+def test_position_consistency_describes_the_single_calls_of_weighted_rows():
+    from lima_align.evaluate.statistics import position_consistency
+
+    # weighted rows: every call puts the first-shown answer on top (raw_label A); the averaged verdict is "b" in
+    # both calls' label (consistent by construction)
+    rows = [{"consistent": True, "per_order_consistent": False,
+             "calls": [{"tag": "ab", "label": "B", "raw_label": "A"}, {"tag": "ba", "label": "A", "raw_label": "A"}]}
+            for _ in range(4)]
+    pos = position_consistency(rows)
+    assert pos["consistency"] == 0.0 and pos["first_position_win_rate"] == 1.0 and pos["decided_calls"] == 8
+    generated = [{"consistent": True, "calls": [{"tag": "ab", "label": "A"}, {"tag": "ba", "label": "B"}]}]
+    assert position_consistency(generated)["consistency"] == 1.0  # generate rows: unchanged

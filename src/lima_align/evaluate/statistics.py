@@ -123,18 +123,20 @@ def compare_likert(a: Mapping[str, Any], b: Mapping[str, Any], *, level: float =
 # ------------------------------------------------------------------------------------ judge behaviour
 def position_consistency(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Of the pairs judged in both orders with both parsed: how often the two orders agree (and flip), and how
-    often a non-tie call picks the answer shown FIRST (0.5 = no position preference)."""
+    often a non-tie call picks the answer shown FIRST (0.5 = no position preference). For weighted rows these are
+    the single calls' own argmaxes (``raw_label``, ``per_order_consistent``): the averaged verdict has no
+    position preference by construction, the calls it averages may."""
     agree = total = first = decided = 0
     for row in rows:
         calls = {c["tag"]: c for c in row.get("calls", ())}
-        labels = [calls.get(o, {}).get("label") for o in ("ab", "ba")]
+        labels = [calls.get(o, {}).get("raw_label", calls.get(o, {}).get("label")) for o in ("ab", "ba")]
         for label in labels:
             if label in ("A", "B"):
                 decided += 1
                 first += label == "A"
         if None not in labels:
             total += 1
-            agree += bool(row.get("consistent"))
+            agree += bool(row.get("per_order_consistent", row.get("consistent")))
     return {"pairs": total, "consistency": agree / total if total else math.nan,
             "flip_rate": 1 - agree / total if total else math.nan,
             "decided_calls": decided, "first_position_win_rate": first / decided if decided else math.nan}
