@@ -255,7 +255,7 @@ def test_a_weighted_judges_row_is_counted_by_each_orders_own_verdict():
     assert calls["counts"] == {"win": 1, "tie": 1, "loss": 0} and calls["first_position"]["decided_calls"] == 1
 
 
-def test_position_consistency_describes_the_single_calls_of_weighted_rows():
+def test_position_consistency_of_weighted_rows_also_describes_their_single_calls():
     from lima_align.evaluate.statistics import position_consistency
 
     # weighted rows: every call puts the first-shown answer on top (raw_label A); the averaged verdict is "b" in
@@ -264,6 +264,8 @@ def test_position_consistency_describes_the_single_calls_of_weighted_rows():
              "calls": [{"tag": "ab", "label": "B", "raw_label": "A"}, {"tag": "ba", "label": "A", "raw_label": "A"}]}
             for _ in range(4)]
     pos = position_consistency(rows)
-    assert pos["consistency"] == 0.0 and pos["first_position_win_rate"] == 1.0 and pos["decided_calls"] == 8
+    assert pos["consistency"] == 1.0 and pos["first_position_win_rate"] == 0.5  # the averaged verdicts
+    single = pos["single_calls"]
+    assert single["consistency"] == 0.0 and single["first_position_win_rate"] == 1.0 and single["decided_calls"] == 8
     generated = [{"consistent": True, "calls": [{"tag": "ab", "label": "A"}, {"tag": "ba", "label": "B"}]}]
-    assert position_consistency(generated)["consistency"] == 1.0  # generate rows: unchanged
+    assert position_consistency(generated)["consistency"] == 1.0 and "single_calls" not in position_consistency(generated)

@@ -123,20 +123,27 @@ def compare_likert(a: Mapping[str, Any], b: Mapping[str, Any], *, level: float =
 # ------------------------------------------------------------------------------------ judge behaviour
 def position_consistency(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Of the pairs judged in both orders with both parsed: how often the two orders agree (and flip), and how
-    often a non-tie call picks the answer shown FIRST (0.5 = no position preference). For weighted rows these are
-    the single calls' own argmaxes (``raw_label``, ``per_order_consistent``): the averaged verdict has no
-    position preference by construction, the calls it averages may."""
+    often a non-tie call picks the answer shown FIRST (0.5 = no position preference). For weighted rows the
+    verdicts are the averaged ones (no position preference by construction); ``single_calls`` then describes the
+    calls they average, by their own argmaxes (``raw_label``), which may well prefer a position."""
+    result = _positions(rows, "label", "consistent")
+    if any("per_order_consistent" in row for row in rows):
+        result["single_calls"] = _positions(rows, "raw_label", "per_order_consistent")
+    return result
+
+
+def _positions(rows: Iterable[Mapping[str, Any]], label_key: str, consistent_key: str) -> dict[str, Any]:
     agree = total = first = decided = 0
     for row in rows:
         calls = {c["tag"]: c for c in row.get("calls", ())}
-        labels = [calls.get(o, {}).get("raw_label", calls.get(o, {}).get("label")) for o in ("ab", "ba")]
+        labels = [calls.get(o, {}).get(label_key, calls.get(o, {}).get("label")) for o in ("ab", "ba")]
         for label in labels:
             if label in ("A", "B"):
                 decided += 1
                 first += label == "A"
         if None not in labels:
             total += 1
-            agree += bool(row.get("per_order_consistent", row.get("consistent")))
+            agree += bool(row.get(consistent_key, row.get("consistent")))
     return {"pairs": total, "consistency": agree / total if total else math.nan,
             "flip_rate": 1 - agree / total if total else math.nan,
             "decided_calls": decided, "first_position_win_rate": first / decided if decided else math.nan}
