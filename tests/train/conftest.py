@@ -41,13 +41,13 @@ def tokenizer(base_tokenizer):
     return copy.deepcopy(base_tokenizer)
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 2):
+def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 2, tied: bool = False, hidden: int = 32):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab_size,
+                         max_position_embeddings=512, tie_word_embeddings=tied)
     return LlamaForCausalLM(config)
 
 

@@ -30,7 +30,7 @@ def test_fine_tune_learns_to_stop_and_saves_loadable_checkpoints(lima_path, base
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     config = small_config(lima_path, tmp_path / "run", max_examples=4, max_chars=260, epochs=40,
                           batch_size=4, micro_batch_size=4, lr=1e-2, lr_end=1e-3, residual_dropout=0.0,
-                          save_total_limit=2, weight_decay=0.0)
+                          save_total_limit=2, weight_decay=0.0, keep_epochs="all")
     result = train(config, model=model, tokenizer=tokenizer, log=lambda s: None)
 
     # artifacts: per-epoch checkpoints (rotated to the last 2), each complete with config + template + versions

@@ -22,7 +22,7 @@ CUSTOM = ChatFormat(eot="<|end|>", user_prefix="### User\n", assistant_prefix="#
 def test_checkpoints_carry_the_trained_format_and_generation_renders_with_it(lima_path, base_tokenizer, tmp_path):
     tokenizer = copy.deepcopy(base_tokenizer)
     config = small_config(lima_path, tmp_path / "run", max_examples=4, max_chars=260, epochs=2, batch_size=4,
-                          micro_batch_size=4, residual_dropout=0.0, chat=CUSTOM)
+                          micro_batch_size=4, residual_dropout=0.0, chat=CUSTOM, keep_epochs="all")
     result = train(config, model=tiny_llama(len(tokenizer)), tokenizer=tokenizer, log=lambda s: None)
 
     assert [c.name for c in result.checkpoints] == ["checkpoint-1", "checkpoint-2"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from lima_align.train.plan import STRATEGIES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train", help="fine-tune a causal LM with the LIMA recipe",
         description="Fine-tune with the LIMA recipe. CONFIG is a YAML preset (configs/train/lima.yaml, demo-cpu.yaml, "
                     "...); key=value overrides any field (lora.enabled=true, epochs=5, chat.max_len=512). "
-                    "Multi-GPU: accelerate launch -m lima_align.train CONFIG [key=value ...].")
+                    "Multi-GPU: accelerate launch --config_file configs/accelerate/fsdp2.yaml -m lima_align.train "
+                    "CONFIG [key=value ...]. --plan prints the memory per GPU and the launch command instead.")
     parser.add_argument("config", nargs="?", help="YAML config (defaults: the paper's recipe)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument("--data", help="training data file (any format lima-align reads)")
@@ -18,6 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="run folder (checkpoints, logs)")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    plan = parser.add_argument_group("--plan: memory per GPU and the launch command, from the model's config alone")
+    plan.add_argument("--plan", action="store_true", help="print the plan and exit (no weights are loaded)")
+    plan.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
+    plan.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, help="GB per GPU (default 80)")
+    plan.add_argument("--strategy", choices=(*STRATEGIES, "all"), default="all", help="default: all of them")
+    plan.add_argument("--offload-optimizer", action="store_true",
+                      help="ZeRO-3 with the optimizer state in CPU RAM (offload_optimizer in zero3.json)")
+    plan.add_argument("--config-json", help="the model's config.json (else: built-in LLaMA shapes, a built-in "
+                                            "model, a local folder, or the hub)")
     parser.set_defaults(func=handle)
 
 
@@ -30,6 +43,14 @@ def handle(args: argparse.Namespace) -> int:
     if config_path is not None and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
         config_path, overrides = None, [config_path] + overrides
     config = config_from_args(config_path, overrides, data=args.data, model=args.model, out=args.out)
+    if args.plan:
+        from lima_align.train.plan import PlanRequest, plan_run
+
+        strategies = STRATEGIES if args.strategy == "all" else (args.strategy,)
+        request = PlanRequest(args.gpus, args.nodes, args.gpu_memory, strategies, args.config_json,
+                              args.offload_optimizer)
+        print(plan_run(config, request, config_path or "CONFIG.yaml"))
+        return 0
     print("# resolved config\n" + dump_yaml(config), flush=True)
     if args.print_config:
         return 0

@@ -123,6 +123,8 @@ def train_config(cfg: RunConfig) -> Any:
         if key in cfg.train_settings:
             raise ConfigError(f"train_settings.{key} is set by the run (mix/train.jsonl, <out>/train)")
     values.update(data=str(Path(cfg.out) / "mix" / "train.jsonl"), out=str(Path(cfg.out) / "train"))
+    if "keep_epochs" not in cfg.train_settings:  # keep the weights of every epoch the selection compares
+        values["keep_epochs"] = cfg.select.epochs if cfg.select.enabled else "none"
     return from_dict(TrainConfig, values, where=f"{cfg.train or 'run config'} (train)")
 
 

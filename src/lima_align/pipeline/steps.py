@@ -25,8 +25,10 @@ from lima_align.pipeline.stages import Stages, fingerprint
 Log = Callable[[str], None]
 
 # Training settings that do not change the trained weights (or are set per run): not part of its key
+# (``strategy``: DDP, FSDP2 and ZeRO-3 train the same weights within fp32 round-off; ``keep_epochs``: which
+# checkpoints stay on disk)
 TRAIN_NOT_IN_KEY = ("data", "out", "tensorboard", "logging_steps", "save_total_limit", "anomaly", "spike_factor",
-                    "loss_chunk", "gradient_checkpointing")
+                    "loss_chunk", "gradient_checkpointing", "strategy", "keep_epochs")
 PER_RUN = ("data", "out")  # TrainConfig fields that differ between runs of the same hyperparameters
 
 

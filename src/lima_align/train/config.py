@@ -14,6 +14,7 @@ from lima_align.chat_format import ChatFormat
 
 BATCHING = ("auto", "packed", "rebalance", "padded")
 MIXED_PRECISION = ("auto", "bf16", "no")
+STRATEGIES = ("auto", "ddp", "fsdp2", "zero3")
 
 
 @dataclass
@@ -73,6 +74,14 @@ class TrainConfig:
     logging_steps: int = 1
     tensorboard: bool = True
     save_total_limit: int | None = None
+    # checkpoints: every epoch is saved; once a newer one is complete, an older one keeps its full weights only if
+    # its epoch is in this window (the epochs checkpoint selection compares: "5-10" in the paper; "all"; "none"),
+    # and only the newest keeps the optimizer state needed to resume. The last epoch always keeps its weights.
+    keep_epochs: str = "5-10"
+    # how the processes share the model: "auto" (what the launcher says: an accelerate FSDP/DeepSpeed config, else
+    # DDP), "ddp" (a full replica per process), "fsdp2" (torch fully_shard, settings of
+    # configs/accelerate/fsdp2.yaml, under torchrun too) or "zero3" (DeepSpeed ZeRO-3, configs/accelerate/zero3.json)
+    strategy: str = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     # the chat format's fields were top-level keys before they became the ``chat`` section
@@ -91,6 +100,25 @@ class TrainConfig:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
         if not 0.0 <= self.residual_dropout < 1.0:
             raise ValueError(f"residual_dropout must be in [0, 1), got {self.residual_dropout}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        self.kept_epochs()  # validates keep_epochs
+
+    def kept_epochs(self) -> tuple[int, int] | None:
+        """``keep_epochs`` as an inclusive (first, last) window; None keeps only the last epoch."""
+        text = str(self.keep_epochs).strip().lower()
+        if text in ("none", ""):
+            return None
+        if text == "all":
+            return (1, max(1, self.epochs))
+        first, _, last = text.partition("-")
+        try:
+            window = (int(first), int(last or first))
+        except ValueError:
+            raise ValueError(f"keep_epochs: expected FIRST-LAST (e.g. 5-10), all or none, got {self.keep_epochs!r}")
+        if window[0] > window[1]:
+            raise ValueError(f"keep_epochs: empty window {self.keep_epochs!r}")
+        return window
 
     def accumulation_steps(self, world_size: int = 1) -> int:
         """Gradient accumulation steps so that one optimizer step sees ``batch_size`` examples."""

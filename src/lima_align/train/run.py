@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -12,7 +13,9 @@ from lima_align.conversation import Example
 from lima_align.errors import LimaError
 from lima_align.train.data import DataReport, RenderedDataset, load_examples, render_dataset
 from lima_align.train.dropout import ResidualDropout, add_residual_dropout
+from lima_align.train.plan import format_disk, run_disk
 from lima_align.train.preflight import run_preflight
+from lima_align.train.sharding import resolved_strategy
 from lima_align.train.config import LoraSettings, TrainConfig
 from lima_align.train.trainer import TrainResult, build_trainer, run_info, run_trainer
 
@@ -106,6 +109,10 @@ def train(config: TrainConfig, *, resume: bool = False, model: Any = None, token
     report = prepared.report.to_dict()
     log(f"data: {report['kept']} examples, {report['tokens']} tokens ({report['supervised_tokens']} supervised), "
         f"{report['trimmed']} trimmed to {config.chat.max_len}, dropped {report['dropped'] or 'none'}")
+    world_size = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    strategy = resolved_strategy(config, world_size)
+    if os.environ.get("RANK", "0") == "0":
+        log(f"{strategy} over {world_size} process(es); {format_disk(run_disk(prepared.model, config, strategy))}")
     trainer = build_trainer(config, prepared.model, prepared.tokenizer, prepared.dataset,
                             run_info(config, report), callbacks)
     return run_trainer(trainer, config, resume)

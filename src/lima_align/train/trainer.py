@@ -9,6 +9,8 @@ What we add to Trainer, through its own seams rather than a loop of our own:
 * callbacks: per-epoch checkpoint completion markers (after the run info and chat format), NaN/spike stop,
   SIGTERM save-and-stop; ``save_model`` also writes the chat format beside a model saved outside checkpoints;
 * ``log``: trained (non-padding) tokens per second, summed over processes;
+* ``create_accelerator_and_postprocess`` / ``_save_checkpoint``: FSDP on CPU processes too, and full safetensors
+  weights in the checkpoints that keep them when FSDP saves shards (:mod:`lima_align.train.sharding`);
 * ``_get_train_sampler``: transformers' ``BatchRebalanceSampler`` (``batching: rebalance``) seeded with the run's
   data seed (transformers leaves it at 42). It shuffles the examples into optimizer steps exactly like a random
   sampler would pick a step's examples, then sorts each step's examples by length into micro-batches of balanced
@@ -34,11 +36,14 @@ from lima_align.chat_format import ChatFormat, save_chat_format
 from lima_align.config import to_dict
 from lima_align.errors import LimaError
 from lima_align.train.callbacks import AnomalyCallback, SigtermCallback
-from lima_align.train.checkpoint import CheckpointCallback, complete_checkpoints, last_complete_checkpoint
+from lima_align.train.checkpoint import (CheckpointCallback, CheckpointPolicy, complete_checkpoints,
+                                        last_complete_checkpoint)
 from lima_align.train.collate import make_collator
 from lima_align.train.data import RenderedDataset
 from lima_align.train.loss import lm_loss_sum
 from lima_align.train.config import TrainConfig
+from lima_align.train.sharding import (check_supported, enable_fsdp_on_cpu, export_full_weights,
+                                       has_sharded_checkpoints, strategy_arguments)
 
 
 class LinearToMin:
@@ -56,9 +61,10 @@ class LimaTrainer(Trainer):
     """Trainer with the token-normalised chunked loss, the LIMA LR schedule and a tokens/s counter."""
 
     def __init__(self, *args: Any, chat_format: ChatFormat = ChatFormat(), loss_chunk: int = 4096,
-                 lr_end_ratio: float = 0.1, **kwargs: Any):
+                 lr_end_ratio: float = 0.1, policy: CheckpointPolicy = CheckpointPolicy(), **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.chat_format = chat_format
+        self.policy = policy
         self.loss_chunk = loss_chunk
         self.lr_end_ratio = lr_end_ratio
         # our compute_loss normalises by num_items_in_batch itself: make Trainer count it and not rescale by GA
@@ -75,6 +81,17 @@ class LimaTrainer(Trainer):
                 and self.accelerator.num_processes > 1):
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, None) if return_outputs else loss
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        enable_fsdp_on_cpu(self)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        last = self.state.global_step >= self.state.max_steps
+        if has_sharded_checkpoints(self) and self.policy.keeps_weights(self.state.epoch, last=last):
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            export_full_weights(self, str(folder))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -129,7 +146,7 @@ def _real_tokens(inputs: dict[str, torch.Tensor]) -> int:
 def training_arguments(config: TrainConfig, world_size: int = 1) -> TrainingArguments:
     """TrainingArguments for the recipe: AdamW(0.9, 0.95, wd 0.1), no warmup, per-epoch checkpoints."""
     on_gpu = torch.cuda.is_available()
-    return TrainingArguments(
+    arguments = TrainingArguments(
         output_dir=config.out, num_train_epochs=config.epochs,
         per_device_train_batch_size=config.micro_batch_size,
         gradient_accumulation_steps=config.accumulation_steps(world_size),
@@ -140,10 +157,22 @@ def training_arguments(config: TrainConfig, world_size: int = 1) -> TrainingArgu
         logging_steps=config.logging_steps, logging_first_step=True,
         report_to=["tensorboard"] if config.tensorboard and _has_tensorboard() else "none",
         remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
-        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        **_memory_arguments(config, world_size),
         train_sampling_strategy="batch_rebalance" if config.resolved_batching() == "rebalance" else "random",
         bf16=config.resolved_mixed_precision() == "bf16", use_cpu=not on_gpu,
     )
+    # without bf16/fp16, TrainingArguments takes an accelerate launcher's mixed_precision (its config file's):
+    # the run's own config decides, whatever launched it
+    arguments.mixed_precision = config.resolved_mixed_precision()
+    return arguments
+
+
+def _memory_arguments(config: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The sharding strategy's arguments, and gradient checkpointing (FSDP2's own when the strategy is fsdp2)."""
+    sharding = strategy_arguments(config, world_size)
+    if config.gradient_checkpointing and "fsdp" not in sharding:
+        sharding["gradient_checkpointing"] = True
+    return sharding
 
 
 def _has_tensorboard() -> bool:
@@ -174,8 +203,10 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
         raise LimaError(f"{torch.cuda.device_count()} GPUs are visible to one process: launch one process per GPU "
                         "(accelerate launch -m lima_align.train ... / torchrun), or pick one GPU with "
                         "CUDA_VISIBLE_DEVICES=0")
+    check_supported(config, model, world_size)
     flash = config.attn_implementation == "flash_attention_2"
-    trainer_callbacks = [CheckpointCallback(run_info, config.chat), SigtermCallback(),
+    policy = CheckpointPolicy(config.kept_epochs())
+    trainer_callbacks = [CheckpointCallback(run_info, config.chat, policy), SigtermCallback(),
                          AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
     return LimaTrainer(
         model=model, args=training_arguments(config, world_size), train_dataset=dataset,
@@ -183,6 +214,7 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
                                     flash_kwargs=flash),
         processing_class=tokenizer, callbacks=trainer_callbacks,
         chat_format=config.chat, loss_chunk=config.loss_chunk, lr_end_ratio=config.lr_end / config.lr,
+        policy=policy,
     )
 
 
