@@ -80,7 +80,7 @@ def prompt_rows(before: Path, after: Path, prefs: dict[str, float | None]) -> li
         return {r["id"]: r for r in rows if r.get("sample", 0) == 0}
 
     b, a = load(before), load(after)
-    ended = {"eot": "stopped at EOT", "length": "hit the token cap"}
+    ended = {"eot": "stopped at EOT", "eos": "stopped at its EOS", "length": "hit the token cap"}
     return [{"id": pid, "prompt": row["conversations"][0], "before": row["output"], "after": a[pid]["output"],
              "before_finish": ended.get(row.get("finish_reason"), row.get("finish_reason")),
              "after_finish": ended.get(a[pid].get("finish_reason"), a[pid].get("finish_reason")),
