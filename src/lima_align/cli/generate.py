@@ -71,18 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from lima_align.generate.batch import generate_file
-    from lima_align.generate.engine import HFEngine
-    from lima_align.generate.loading import load_for_generation
+    from lima_align.generate.batch import answer_prompts
 
     config = sampling_from_args(args)
-    model, tokenizer, fmt = load_for_generation(args.model, add_eot=args.add_eot, device=args.device)
-    engine = HFEngine(model, tokenizer, fmt, batch_size=args.batch_size)
 
     def progress(done: int, total: int) -> None:
         print(f"\rgenerated {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    report = generate_file(engine, args.prompts, args.out, config, samples=args.samples,
-                           generator=args.name or args.model, progress=progress)
+    report = answer_prompts(args.model, args.prompts, args.out, config, samples=args.samples,
+                            generator=args.name or args.model, batch_size=args.batch_size, device=args.device,
+                            add_eot=args.add_eot, progress=progress)
     print(json.dumps(report.to_dict()), file=sys.stderr)
     return 1 if report.errors else 0

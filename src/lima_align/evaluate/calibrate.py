@@ -20,10 +20,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import binomtest
-
 from lima_align.errors import DataError
 from lima_align.evaluate.answers import Answer
+from lima_align.evaluate.intervals import wilson_interval
 from lima_align.evaluate.statistics import length_bias, position_consistency, tie_discounted_score
 from lima_align.fileio import iter_jsonl
 
@@ -67,11 +66,12 @@ def load_labelled_pairs(path: str | Path) -> list[tuple[Answer, Answer, str]]:
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> list[float]:
-    """The Wilson score interval of ``successes / n`` (scipy); [nan, nan] for n = 0."""
+    """The Wilson score interval of ``successes / n`` (:func:`~lima_align.evaluate.intervals.wilson_interval`);
+    [nan, nan] for n = 0."""
     if n == 0:
         return [math.nan, math.nan]
-    ci = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
-    return [float(ci.low), float(ci.high)]
+    lo, hi = wilson_interval(successes, n, level=level)
+    return [float(lo), float(hi)]
 
 
 def calibration_summary(rows: list[dict[str, Any]], human: dict[str, str]) -> dict[str, Any]:

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import binomtest
 
+from lima_align.evaluate.intervals import wilson_interval
 from lima_align.fileio import iter_json_records
 
 STOPPED = frozenset({"eot", "eos", "stop"})
@@ -233,8 +233,8 @@ def rate(flags: Sequence[bool], clusters: Sequence[str],
     if n == 0:
         return None
     if len(set(clusters)) == n:
-        ci = binomtest(k, n).proportion_ci(confidence_level=how.confidence, method="wilson")
-        bounds, method = [float(ci.low), float(ci.high)], "wilson"
+        lo, hi = wilson_interval(k, n, level=how.confidence)
+        bounds, method = [float(lo), float(hi)], "wilson"
     else:
         bounds, method = _cluster_ci(np.asarray(flags, float), clusters, how), "cluster_bootstrap"
     return {"rate": k / n, "ci": bounds, "k": k, "n": n, "interval": method}

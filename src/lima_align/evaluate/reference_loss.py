@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from lima_align.chat_format import IGNORE, ChatFormat, render
+from lima_align.evaluate.intervals import t_interval
 
 
 @torch.no_grad()
@@ -41,17 +42,11 @@ def reference_losses(model: Any, tokenizer: Any, fmt: ChatFormat, references: Se
 
 def summarize_losses(losses: Sequence[dict], level: float = 0.95) -> dict[str, Any]:
     """Mean per-reference loss with a t interval over references, and the token-weighted loss."""
-    from scipy import stats
-
     values = [x["loss"] for x in losses if x["tokens"]]
     n = len(values)
     mean = sum(values) / n if n else math.nan
-    if n > 1:
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-        half = stats.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n)
-        ci = [mean - half, mean + half]
-    else:
-        ci = [math.nan, math.nan]
+    lo, hi = t_interval(values, level=level) if n > 1 else (math.nan, math.nan)
+    ci = [float(lo), float(hi)]
     tokens = sum(x["tokens"] for x in losses)
     weighted = sum(x["loss"] * x["tokens"] for x in losses if x["tokens"]) / tokens if tokens else math.nan
     return {"mean_loss": mean, "ci": ci, "token_weighted_loss": weighted, "references": n, "tokens": tokens}

@@ -125,8 +125,8 @@ def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: Sam
 
 
 def answer_prompts(model: str, prompts: str | Path, out: str | Path, config: SamplingConfig, *, samples: int = 1,
-                   generator: str = "", batch_size: int = 8, device: str | None = None,
-                   add_eot: bool = False) -> GenerateReport:
+                   generator: str = "", batch_size: int = 8, device: str | None = None, add_eot: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> GenerateReport:
     """:func:`generate_file` with ``model`` (a checkpoint folder or a model name) loaded with its saved chat
     format on ``device``, and freed afterwards (the next stage of a job may load another model)."""
     import gc
@@ -137,7 +137,8 @@ def answer_prompts(model: str, prompts: str | Path, out: str | Path, config: Sam
     lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device=device)
     engine = HFEngine(lm, tokenizer, fmt, batch_size=batch_size)
     try:
-        return generate_file(engine, prompts, out, config, samples=samples, generator=generator or Path(out).stem)
+        return generate_file(engine, prompts, out, config, samples=samples, generator=generator or Path(out).stem,
+                             progress=progress)
     finally:
         del lm, engine
         gc.collect()
