@@ -119,3 +119,17 @@ def test_status_and_forget_read_the_markers_without_running_anything(tmp_path):
     lines = []
     Stages(tmp_path, lines.append, total=2).run("a", _stage(tmp_path, calls), key=1, outputs=[out])
     assert len(calls) == 3 and lines[0] == "[1/2] a ..."  # forgotten: it ran again
+
+
+def test_the_train_key_follows_the_weights_not_the_logistics():
+    from dataclasses import replace
+
+    from lima_align.pipeline.steps import train_identity
+    from lima_align.train.config import TrainConfig
+
+    base = TrainConfig()
+    same = [replace(base, strategy="fsdp2"), replace(base, keep_epochs="all"), replace(base, tensorboard=False),
+            replace(base, data="elsewhere.jsonl", out="runs/moved")]  # data enters the key by its content digest
+    assert all(train_identity(c) == train_identity(base) for c in same)
+    assert train_identity(replace(base, lr=2e-5)) != train_identity(base)
+    assert train_identity(replace(base, epochs=10)) != train_identity(base)

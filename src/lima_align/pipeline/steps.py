@@ -149,13 +149,17 @@ def hyperparameters(train_cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in to_dict(train_cfg).items() if k not in PER_RUN}
 
 
+def train_identity(train_cfg: Any) -> dict[str, Any]:
+    """The training settings that decide the trained weights: the train stage's key (with the data's digest)."""
+    return {k: v for k, v in to_dict(train_cfg).items() if k not in TRAIN_NOT_IN_KEY}
+
+
 def train(stages: Stages, train_cfg: Any, log: Log, launch: str = "") -> dict[str, Any]:
     """Fine-tune ``train_cfg.model`` into ``train_cfg.out``, in this process or under ``launch`` (e.g. ``torchrun
     --nproc_per_node 8``); resumes from the last complete checkpoint. A changed key with checkpoints on disk is an
     error naming what changed, never a silent deletion of hours of training."""
     out = Path(train_cfg.out)
-    key = {"train": {k: v for k, v in to_dict(train_cfg).items() if k not in TRAIN_NOT_IN_KEY},
-           "data": stages.digest(train_cfg.data)}
+    key = {"train": train_identity(train_cfg), "data": stages.digest(train_cfg.data)}
     return stages.run("train", lambda: _train(train_cfg, log, launch), key=key, outputs=[out],
                       protect="run with --from train to train again (the checkpoints in "
                               f"{out} are deleted then), or give the run a new 'out'")
