@@ -106,8 +106,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
         return str(materialise_builtin(name))
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise LimaError(f"{path}: not a transformers checkpoint folder (no config.json)")
+        if not (path / "config.json").is_file() and not is_adapter(path):
+            raise LimaError(f"{path}: not a transformers checkpoint folder (no config.json, no adapter_config.json)")
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise LimaError(f"{name}: no such model folder; built-in models: {', '.join(BUILTINS)}")
@@ -173,11 +173,42 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
     return AutoTokenizer.from_pretrained(resolve_model(name_or_path), **kwargs)
 
 
+def is_adapter(path: str | os.PathLike) -> bool:
+    """A peft adapter folder (a LoRA checkpoint): adapter weights without a full model config."""
+    folder = Path(path)
+    return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+
+
 def load_model(name_or_path: str | os.PathLike, **kwargs: Any):
-    """Load a causal LM by built-in name, local folder or hub id (``kwargs`` go to ``from_pretrained``)."""
+    """Load a causal LM by built-in name, local folder or hub id (``kwargs`` go to ``from_pretrained``).
+
+    A LoRA checkpoint folder loads its base model (``base_model_name_or_path`` of ``adapter_config.json``), grows
+    the embeddings to the checkpoint's tokenizer (EOT, pad), applies the adapter and merges it: the result is a
+    plain model, as if it had been fully fine-tuned.
+    """
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), **kwargs)
+    path = resolve_model(name_or_path)
+    if not is_adapter(path):
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return _load_merged_adapter(Path(path), kwargs)
+
+
+def _load_merged_adapter(folder: Path, kwargs: dict[str, Any]) -> Any:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LimaError(f"{folder / 'adapter_config.json'}: no readable base_model_name_or_path ({exc})") from exc
+    if not base:
+        raise LimaError(f"{folder / 'adapter_config.json'}: base_model_name_or_path is empty")
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(base), **kwargs)
+    vocab = len(AutoTokenizer.from_pretrained(str(folder)))
+    if vocab > model.get_input_embeddings().weight.shape[0]:  # the new rows' values come from the adapter
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Run-control callbacks: stop on NaN / loss spikes; save and stop on SIGTERM."""
+"""Run-control callbacks: stop on NaN / loss spikes; save and stop on SIGTERM; the new tokens' learning rate."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import statistics
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from lima_align.errors import LimaError
@@ -71,3 +72,38 @@ class SigtermCallback(TrainerCallback):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+
+
+class NewTokenLrCallback(TrainerCallback):
+    """Give the embedding rows of the tokens added for the chat format (EOT, pad) their own learning rate.
+
+    A mean-initialised EOT starts near the median of a large vocabulary (gemma-3's 262k: log-probability about
+    -23 at the end of an answer) and Adam moves each coordinate by at most about ``lr`` per step, so a short run at
+    the recipe's learning rate never makes it likely. AdamW's update is per coordinate, so scaling the change of
+    those rows by ``new_token_lr / lr`` after each optimizer step is exactly training them at ``new_token_lr`` on
+    the same schedule; every other weight is untouched. With LoRA the rows are peft's trainable-token parameters.
+    """
+
+    def __init__(self, token_ids: list[int], new_token_lr: float, lr: float):
+        self.ids = sorted(set(token_ids))
+        self.factor = new_token_lr / lr
+        self._saved: list[tuple[torch.Tensor, Any, torch.Tensor]] = []
+
+    def _targets(self, model: Any) -> list[tuple[torch.Tensor, Any]]:
+        """(parameter, rows) pairs: the tokens' rows of each distinct embedding matrix, or peft's own rows."""
+        deltas = [p for name, p in model.named_parameters() if "trainable_tokens_delta" in name and p.requires_grad]
+        if deltas:
+            return [(p, slice(None)) for p in {id(p): p for p in deltas}.values()]
+        tables = [model.get_input_embeddings(), model.get_output_embeddings()]
+        weights = {id(m.weight): m.weight for m in tables if m is not None and m.weight.requires_grad}
+        index = torch.tensor(self.ids)
+        return [(w, index.to(w.device)) for w in weights.values()]
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self._saved = [(w, rows, w.detach()[rows].clone()) for w, rows in self._targets(model)]
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        with torch.no_grad():
+            for weight, rows, before in self._saved:
+                weight[rows] = before + self.factor * (weight[rows] - before)
+        self._saved = []

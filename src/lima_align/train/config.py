@@ -52,6 +52,10 @@ class TrainConfig:
     batch_size: int = 32  # examples per optimizer step (64 for smaller models in the paper)
     micro_batch_size: int = 4  # examples per forward pass per process; accumulation fills the rest
     max_grad_norm: float = 1.0
+    # learning rate of the embedding rows of the tokens added for the chat format (EOT, pad) on the same schedule;
+    # None: ``lr`` like every weight (the paper). A short run needs more: a mean-initialised EOT starts near the
+    # median of the vocabulary and moves about ``lr`` per coordinate per step (DDP / one process only)
+    new_token_lr: float | None = None
     # residual dropout: p rises linearly from 0 at the bottom layer to this at the top
     residual_dropout: float = 0.3
     # speed
@@ -100,6 +104,8 @@ class TrainConfig:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
         if not 0.0 <= self.residual_dropout < 1.0:
             raise ValueError(f"residual_dropout must be in [0, 1), got {self.residual_dropout}")
+        if self.new_token_lr is not None and not self.new_token_lr > 0:
+            raise ValueError(f"new_token_lr must be > 0 (or null: lr), got {self.new_token_lr}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         self.kept_epochs()  # validates keep_epochs

@@ -82,7 +82,11 @@ def resolved_strategy(config: TrainConfig, world_size: int) -> str:
 
 def check_supported(config: TrainConfig, model: Any, world_size: int) -> None:
     """Refuse, with the reason, a combination that fails deep inside accelerate/torch otherwise."""
-    if not config.lora.enabled or resolved_strategy(config, world_size) != "fsdp2":
+    strategy = resolved_strategy(config, world_size)
+    if config.new_token_lr is not None and strategy != "ddp":
+        raise LimaError(f"new_token_lr works with strategy=ddp or one process, not {strategy}: the EOT rows of a "
+                        "sharded embedding live on one shard (set new_token_lr: null)")
+    if not config.lora.enabled or strategy != "fsdp2":
         return
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "tie_word_embeddings", False):

@@ -32,10 +32,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 
-from lima_align.chat_format import ChatFormat, save_chat_format
+from lima_align.chat_format import PAD_TOKEN, ChatFormat, eot_token_id, save_chat_format
 from lima_align.config import to_dict
 from lima_align.errors import LimaError
-from lima_align.train.callbacks import AnomalyCallback, SigtermCallback
+from lima_align.train.callbacks import AnomalyCallback, NewTokenLrCallback, SigtermCallback
 from lima_align.train.checkpoint import (CheckpointCallback, CheckpointPolicy, complete_checkpoints,
                                         last_complete_checkpoint)
 from lima_align.train.collate import make_collator
@@ -208,6 +208,10 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
     policy = CheckpointPolicy(config.kept_epochs())
     trainer_callbacks = [CheckpointCallback(run_info, config.chat, policy), SigtermCallback(),
                          AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
+    if config.new_token_lr is not None:
+        added = [eot_token_id(tokenizer, config.chat)] + ([tokenizer.pad_token_id]
+                                                          if tokenizer.pad_token == PAD_TOKEN else [])
+        trainer_callbacks.append(NewTokenLrCallback(added, config.new_token_lr, config.lr))
     return LimaTrainer(
         model=model, args=training_arguments(config, world_size), train_dataset=dataset,
         data_collator=make_collator(config.resolved_batching() == "packed", tokenizer.pad_token_id,
