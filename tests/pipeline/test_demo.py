@@ -23,6 +23,9 @@ def test_short_demo_runs_every_stage_and_resumes(tmp_path):
     assert results["curate"]["stackexchange"]["examples"] > 0
     assert results["mix"]["splits"]["train"] == 8 and results["mix"]["splits"]["test"] == 2
     assert results["train"]["steps"] == 1 and (out / "train").is_dir()
+    mixed = [json.loads(x) for x in (out / "mix" / "train.jsonl").read_text().splitlines()]
+    fits = [r for r in mixed if sum(len(t) for t in r["conversations"]) <= cfg.max_chars]
+    assert 0 < len(fits) < len(mixed)  # the shipped wikiHow articles are longer than the demo's max_chars
     for name in ("before", "after"):
         rows = [json.loads(x) for x in (out / "outputs" / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(r["generator"] == name for r in rows)
@@ -33,11 +36,13 @@ def test_short_demo_runs_every_stage_and_resumes(tmp_path):
     for side in ("before", "after"):
         stop = summary["style"][side]["eot_stop_rate"]
         rows = [json.loads(x) for x in (out / "outputs" / f"{side}.jsonl").read_text().splitlines()]
-        assert stop == sum(r["finish_reason"] in ("eot", "eos") for r in rows) / len(rows)
+        assert stop == sum(r["finish_reason"] == "eot" for r in rows) / len(rows)  # EOT itself, not EOS
         assert summary["reference_loss"][side]["references"] == 10 and summary["reference_loss"][side]["mean_loss"] > 0
     diff = summary["reference_loss"]["difference"]
     assert abs(diff["diff"] - (summary["reference_loss"]["after"]["mean_loss"]
                                - summary["reference_loss"]["before"]["mean_loss"])) < 1e-9
+    assert dict((what, demo) for what, demo, _ in summary["deltas"])["training examples"] == str(len(fits))
+    assert sum(row["examples"] for row in summary["table1"]) == len(fits)
     pref = summary["judge"]["after_preferred"]
     assert pref["n_prompts"] == 2 and abs(pref["rate"] - sum(j["soft_preference"] for j in judgments) / 2) < 1e-9
     assert [p["id"] for p in summary["prompts"]] == sorted(r["id"] for r in judgments)

@@ -14,10 +14,10 @@ def _cell(rate, lo, hi):
 
 
 def _data():
-    style = {"stop_rate": _cell(0.125, 0.02, 0.47), "continuation_rate": _cell(0.5, 0.2, 0.8),
+    style = {"eot_rate": _cell(0.0, 0.0, 0.32), "stop_rate": _cell(0.125, 0.02, 0.47), "continuation_rate": _cell(0.5, 0.2, 0.8),
              "list_rate": _cell(0.0, 0.0, 0.32), "repetition_rate": _cell(0.25, 0.07, 0.59),
              "tokens": {"mean": 96.0, "median": 96.0, "p90": 96.0, "n": 8}}
-    after = {**style, "stop_rate": _cell(0.875, 0.53, 0.98), "list_rate": _cell(0.5, 0.2, 0.8)}
+    after = {**style, "eot_rate": _cell(0.75, 0.41, 0.93), "stop_rate": _cell(0.875, 0.53, 0.98), "list_rate": _cell(0.5, 0.2, 0.8)}
     prompts = [{"id": f"p{i}", "prompt": f"Question {i} <b>bold?</b>", "before": LONG_WORD + " and more " * 40,
                 "after": f"1. First\n2. Second\n\n{CODE}", "before_finish": "hit the token cap",
                 "after_finish": "stopped at EOT", "after_preferred": 0.6} for i in range(3)]
@@ -52,6 +52,8 @@ def test_demo_page_fits_1280_px_with_the_answers_side_by_side(browser, tmp_path)
         img = page.eval_on_selector("img", "e => [e.naturalWidth > 0, e.getBoundingClientRect().right]")
         assert img[0] and img[1] <= 1280
         assert page.inner_text(".prompt") == "Question 0 <b>bold?</b>"  # the prompt is shown as text, escaped
+        headline = page.inner_text(".measure .headline")  # EOT itself, not EOS: 0% -> 75%, not 12% -> 88%
+        assert "EOT stop rate 0% [0, 32] before, 75% [41, 93] after" in headline, headline
         shot = tmp_path / "demo.png"  # look at it: pytest --basetemp=DIR keeps it
         page.screenshot(path=str(shot), full_page=True)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -17,7 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=d.out, help="run folder (default %(default)s)")
     parser.add_argument("--model", default=d.model, help="base model to align (default %(default)s)")
     parser.add_argument("--judge-model", default=d.judge_model, help="local judge (default %(default)s)")
-    parser.add_argument("--per-source", type=int, help=f"training examples per source (default {d.per_source})")
+    parser.add_argument("--per-source", type=int, help=f"training candidates per source (default {d.per_source})")
+    parser.add_argument("--max-chars", type=int,
+                        help=f"leave out training examples longer than this, so each fits the trim whole "
+                             f"(default {d.max_chars}; 0: keep all)")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {d.lr:g})")
+    parser.add_argument("--new-token-lr", type=float,
+                        help=f"the EOT embedding row's learning rate (default {d.new_token_lr:g}; 0: the same as lr)")
     parser.add_argument("--test-prompts", type=int, help=f"held-out prompts (default {d.test_prompts})")
     parser.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     parser.add_argument("--max-new-tokens", type=int, help=f"default {d.max_new_tokens}")
@@ -36,7 +42,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     chosen = {k: v for k, v in {"per_source": args.per_source, "test_prompts": args.test_prompts,
                                 "epochs": args.epochs, "max_new_tokens": args.max_new_tokens,
-                                "max_len": args.max_len}.items() if v is not None}
+                                "max_len": args.max_len, "lr": args.lr}.items() if v is not None}
+    if args.max_chars is not None:
+        chosen["max_chars"] = args.max_chars or None
+    if args.new_token_lr is not None:
+        chosen["new_token_lr"] = args.new_token_lr or None
     chosen.update(out=args.out, model=args.model, judge_model=args.judge_model, device=args.device)
     use_gpu = args.gpu or (torch.cuda.is_available() and not args.cpu_demo)
     cfg = DemoConfig.gpu(**chosen) if use_gpu else DemoConfig(**chosen)

@@ -35,7 +35,7 @@ def style(answers: Path) -> dict[str, Any]:
     from lima_align.evaluate.format_metrics import metrics_for_files
 
     (metrics,) = metrics_for_files([answers])
-    stop = metrics["stop_rate"]
+    stop = metrics["eot_rate"]  # EOT itself: a base model's answers that end at its pretrained EOS do not count
     return {"eot_stop_rate": stop["rate"] if stop else None, **metrics}
 
 
@@ -62,13 +62,19 @@ def judge_preference(judgments: Path, judge_model: str) -> dict[str, Any]:
             "missing": len(prefs) - len(values), "per_prompt": prefs, "caveat": JUDGE_CAVEAT}
 
 
-def training_mix(train_file: Path, tokenizer_name: str) -> list[dict[str, Any]]:
-    """Table 1 of the training mix (examples and average input / output tokens per source)."""
+def trained_examples(train_file: Path, max_chars: int | None) -> list[Any]:
+    """The examples training kept from the mix file (the trainer's own reader and length rule)."""
+    from lima_align.train.data import load_examples
+
+    return load_examples(str(train_file), max_chars=max_chars)[0]
+
+
+def training_mix(examples: list[Any], tokenizer_name: str) -> list[dict[str, Any]]:
+    """Table 1 of the trained examples (examples and average input / output tokens per source)."""
     from lima_align.curate.table1 import TokenizerCounter, table1
-    from lima_align.formats.rows import read_examples
     from lima_align.models import load_tokenizer
 
-    stats = table1(read_examples(train_file), TokenizerCounter(load_tokenizer(tokenizer_name), tokenizer_name))
+    stats = table1(examples, TokenizerCounter(load_tokenizer(tokenizer_name), tokenizer_name))
     return [{"source": name, "examples": t["examples"], "input_tokens": t["avg_input_tokens"],
              "output_tokens": t["avg_output_tokens"]} for name, t in stats.to_dict()["sources"].items()]
 
@@ -96,7 +102,7 @@ def write_summary(data: dict[str, Any], out: Path) -> dict[str, Any]:
     write_json(out / "demo-summary.json", data)
     b, a = data["style"]["before"], data["style"]["after"]
     metrics = [(name, b.get(key), a.get(key)) for name, key in
-               (("stops at EOT", "stop_rate"), ("continues prompt", "continuation_rate"), ("lists", "list_rate"),
+               (("stops at EOT", "eot_rate"), ("continues prompt", "continuation_rate"), ("lists", "list_rate"),
                 ("repeats", "repetition_rate"))]
     (out / "report").mkdir(parents=True, exist_ok=True)
     png, _svg = paired_rates(metrics, ("before", "after"), out / "report" / "before-after", "Held-out answers")

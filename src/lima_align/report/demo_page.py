@@ -50,15 +50,16 @@ def _run_section(d: dict[str, Any]) -> str:
 
 def _style(d: dict[str, Any]) -> str:
     b, a = d["style"]["before"], d["style"]["after"]
-    rows = [("ends with EOT before the cap (stop rate)", "stop_rate"),
+    rows = [("ends with EOT before the cap (EOT stop rate)", "eot_rate"),
+            ("ends with EOT or the pretrained EOS", "stop_rate"),
             ("continues the prompt instead of answering", "continuation_rate"),
             ("uses a list", "list_rate"), ("repeats a 4-gram 3+ times", "repetition_rate")]
     body = "".join(f"<tr><td>{esc(name)}</td><td>{_pct(b.get(key))}</td><td>{_pct(a.get(key))}</td></tr>"
                    for name, key in rows)
     tokens = f"<tr><td>answer length, mean tokens</td><td>{_num((b.get('tokens') or {}).get('mean'), 0)}</td>" \
              f"<td>{_num((a.get('tokens') or {}).get('mean'), 0)}</td></tr>"
-    return ("<div class='measure'><p class='headline'>1. Style, no judge: stop rate "
-            f"{_pct(b.get('stop_rate'))} before, {_pct(a.get('stop_rate'))} after</p>"
+    return ("<div class='measure'><p class='headline'>1. Style, no judge: EOT stop rate "
+            f"{_pct(b.get('eot_rate'))} before, {_pct(a.get('eot_rate'))} after</p>"
             "<p>Shows whether tuning taught the assistant format: ending the answer with EOT instead of rambling to "
             "the token cap, answering instead of continuing the prompt. Does not show whether the answers are "
             "right or helpful. 95% CIs: Wilson over the held-out prompts.</p>"
