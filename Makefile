@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 LIMA_DATA ?= ../shared/data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo stats test test-all clean
+.PHONY: setup demo stats test test-all clean gpu-bundle
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -n 2 -m ''
+
+# a <= 60 MiB folder to carry onto a GPU host without a registry: our wheel, the pure-Python wheels of the training
+# path, benchmarks/gpu_check.py and run.sh (see gpu-bundle/README.txt)
+gpu-bundle: setup
+	$(BIN)/python scripts/gpu_bundle.py --out gpu-bundle
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

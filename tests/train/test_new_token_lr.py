@@ -16,10 +16,10 @@ from lima_align.train import LoraSettings, train
 from .conftest import small_config, tiny_llama
 
 
-def _one_step(lima_path, base_tokenizer, out, **overrides):
+def _one_step(lima_path, base_tokenizer, out, log=lambda s: None, **overrides):
     tokenizer = copy.deepcopy(base_tokenizer)
     config = small_config(lima_path, out, max_examples=8, epochs=1, batch_size=8, lr=1e-3, **overrides)
-    result = train(config, model=tiny_llama(len(tokenizer), tied=True), tokenizer=tokenizer, log=lambda s: None)
+    result = train(config, model=tiny_llama(len(tokenizer), tied=True), tokenizer=tokenizer, log=log)
     assert result.global_step == 1
     return load_file(str(result.checkpoints[-1] / "model.safetensors")), eot_token_id(tokenizer)
 
@@ -31,7 +31,10 @@ def test_new_token_rows_move_k_times_as_far_and_nothing_else_changes(lima_path, 
     start = tiny_llama(len(tokenizer), tied=True)
     add_special_tokens(tokenizer, start)
     initial = start.get_input_embeddings().weight.detach()
-    plain, eot = _one_step(lima_path, base_tokenizer, tmp_path / "plain")
+    lines: list[str] = []
+    plain, eot = _one_step(lima_path, base_tokenizer, tmp_path / "plain", log=lines.append)
+    data_line = next(line for line in lines if line.startswith("data: "))
+    assert "'longer than max_chars=600'" in data_line, data_line  # left out when read: counted, not "none"
     fast, _ = _one_step(lima_path, base_tokenizer, tmp_path / "fast", new_token_lr=1e-2)
     name = "model.embed_tokens.weight"
     assert set(plain) == set(fast)

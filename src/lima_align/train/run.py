@@ -107,8 +107,9 @@ def train(config: TrainConfig, *, resume: bool = False, model: Any = None, token
     torch.manual_seed(config.seed)
     prepared = prepare(config, model, tokenizer)
     report = prepared.report.to_dict()
+    dropped = {**report["read"].get("dropped", {}), **report["dropped"]}  # when read, then when rendered
     log(f"data: {report['kept']} examples, {report['tokens']} tokens ({report['supervised_tokens']} supervised), "
-        f"{report['trimmed']} trimmed to {config.chat.max_len}, dropped {report['dropped'] or 'none'}")
+        f"{report['trimmed']} trimmed to {config.chat.max_len}, dropped {dropped or 'none'}")
     world_size = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     strategy = resolved_strategy(config, world_size)
     if os.environ.get("RANK", "0") == "0":
