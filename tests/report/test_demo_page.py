@@ -23,6 +23,7 @@ def _data():
                 "after_finish": "stopped at EOT", "after_preferred": 0.6} for i in range(3)]
     return {"title": "demo", "label": "DEMO", "model": "gemma-3-270m",
             "deltas": [("base model", "gemma-3-270m", "LLaMA 65B"), ("epochs", "3", "15")],
+            "why": ["examples that fit the trim <whole>"],
             "table1": [{"source": "stackexchange", "examples": 6, "input_tokens": 20.5, "output_tokens": 150.0}],
             "style": {"before": style, "after": after},
             "reference_loss": {"before": {"mean_loss": 3.2, "references": 10}, "after": {"mean_loss": 2.9,
@@ -52,6 +53,7 @@ def test_demo_page_fits_1280_px_with_the_answers_side_by_side(browser, tmp_path)
         img = page.eval_on_selector("img", "e => [e.naturalWidth > 0, e.getBoundingClientRect().right]")
         assert img[0] and img[1] <= 1280
         assert page.inner_text(".prompt") == "Question 0 <b>bold?</b>"  # the prompt is shown as text, escaped
+        assert "examples that fit the trim <whole>" in page.inner_text("ul")  # the reasons, escaped
         headline = page.inner_text(".measure .headline")  # EOT itself, not EOS: 0% -> 75%, not 12% -> 88%
         assert "EOT stop rate 0% [0, 32] before, 75% [41, 93] after" in headline, headline
         shot = tmp_path / "demo.png"  # look at it: pytest --basetemp=DIR keeps it

@@ -45,7 +45,9 @@ def _run_section(d: dict[str, Any]) -> str:
             "examples teach a base model (format, stopping), not the paper's results.</p>"
             "<table><tr><th>training mix (Table 1)</th><th>examples</th><th>avg input tokens</th>"
             f"<th>avg output tokens</th></tr>{mix}</table><table><tr><th>setting</th><th>this demo</th>"
-            f"<th>the paper</th></tr>{deltas}</table>")
+            f"<th>the paper</th></tr>{deltas}</table>" + (
+                "<p>Why these settings:</p><ul>" + "".join(f"<li>{esc(w)}</li>" for w in d["why"]) + "</ul>"
+                if d.get("why") else ""))
 
 
 def _style(d: dict[str, Any]) -> str:
