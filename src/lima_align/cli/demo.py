@@ -1,4 +1,4 @@
-"""``lima-align demo``: the whole pipeline on shipped real data, offline, on a CPU in about 10 minutes."""
+"""``lima-align demo``: the whole pipeline on shipped real data, offline, on a CPU in about 11 minutes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from lima_align.pipeline.demo import DemoConfig
 
     d = DemoConfig()
-    parser = sub.add_parser("demo", help="the whole LIMA pipeline on shipped data (offline, CPU, ~10 min)",
+    parser = sub.add_parser("demo", help="the whole LIMA pipeline on shipped data (offline, CPU, ~11 min)",
                             description="Curate from real excerpts shipped with lima-align, mix a small set, "
                                         "fine-tune gemma-3-270m with the LIMA recipe shape (scaled down), "
                                         "generate before and after tuning, judge after vs before with the local "

@@ -27,7 +27,7 @@ REFERENCES = DEMO_DATA / "vicuna_references_10.jsonl"  # held-out GPT-4 referenc
 
 @dataclass
 class DemoConfig:
-    """The demo's knobs; the defaults fit a 2-core CPU in about 10 minutes (why each is what it is: WHY)."""
+    """The demo's knobs; the defaults fit a 2-core CPU in about 11 minutes (why each is what it is: WHY)."""
 
     out: str = "runs/demo"
     model: str = "gemma-3-270m"  # the base model to align
