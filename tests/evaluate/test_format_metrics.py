@@ -43,6 +43,8 @@ def test_stop_rate_three_of_four_with_its_wilson_interval_and_failed_rows_exclud
     stop = m["stop_rate"]
     assert (stop["k"], stop["n"], stop["rate"], stop["interval"]) == (3, 4, 0.75, "wilson")
     assert stop["ci"] == pytest.approx(WILSON_3_OF_4, abs=1e-4)
+    eot = m["eot_rate"]  # EOT itself: the EOS and the API stop do not count
+    assert (eot["k"], eot["n"], eot["rate"]) == (1, 4, 0.25)
 
 
 def test_stop_rate_is_none_without_finish_reasons():

@@ -2,7 +2,7 @@
 
 import json
 
-from lima_align.pipeline.demo import DEMO_DATA, DemoConfig, run_demo
+from lima_align.pipeline.demo import DEMO_DATA, WHY, DemoConfig, reasons, run_demo
 
 
 def test_shipped_demo_data_has_attribution():
@@ -12,6 +12,23 @@ def test_shipped_demo_data_has_attribution():
     text = (DEMO_DATA / "ATTRIBUTION.md").read_text()
     for licence in ("CC BY-SA 3.0", "Apache-2.0", "CC BY-NC-SA 3.0"):
         assert licence in text
+
+
+def test_the_reasons_are_given_only_for_the_settings_they_were_measured_on():
+    assert reasons(DemoConfig(out="elsewhere", device="cpu")) == WHY and WHY
+    assert reasons(DemoConfig(epochs=3)) == () and reasons(DemoConfig.gpu()) == ()
+
+
+def test_demo_options_become_its_settings_and_zero_turns_a_limit_off():
+    from lima_align.cli import build_parser
+    from lima_align.cli.demo import demo_config
+
+    parse = build_parser().parse_args
+    cfg = demo_config(parse(["demo", "--lr", "3e-5", "--max-chars", "0", "--new-token-lr", "0"]), cuda=False)
+    assert (cfg.lr, cfg.max_chars, cfg.new_token_lr, cfg.epochs) == (3e-5, None, None, DemoConfig().epochs)
+    cfg = demo_config(parse(["demo", "--max-chars", "800", "--new-token-lr", "0.05"]), cuda=True)
+    assert (cfg.max_chars, cfg.new_token_lr, cfg.lr) == (800, 0.05, DemoConfig.gpu().lr)  # CUDA: the GPU setting
+    assert demo_config(parse(["demo", "--cpu-demo"]), cuda=True) == DemoConfig()
 
 
 def test_short_demo_runs_every_stage_and_resumes(tmp_path):
@@ -41,6 +58,7 @@ def test_short_demo_runs_every_stage_and_resumes(tmp_path):
     diff = summary["reference_loss"]["difference"]
     assert abs(diff["diff"] - (summary["reference_loss"]["after"]["mean_loss"]
                                - summary["reference_loss"]["before"]["mean_loss"])) < 1e-9
+    assert summary["why"] == []  # the reasons hold for the default settings only
     assert dict((what, demo) for what, demo, _ in summary["deltas"])["training examples"] == str(len(fits))
     assert sum(row["examples"] for row in summary["table1"]) == len(fits)
     pref = summary["judge"]["after_preferred"]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lima_align.pipeline.demo import DemoConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,21 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_demo)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    from lima_align.pipeline.demo import DemoConfig, run_demo
+def demo_config(args: argparse.Namespace, cuda: bool) -> "DemoConfig":
+    """The demo's settings from the options (0 for --max-chars / --new-token-lr: off)."""
+    from lima_align.pipeline.demo import DemoConfig
 
     chosen = {k: v for k, v in {"per_source": args.per_source, "test_prompts": args.test_prompts,
                                 "epochs": args.epochs, "max_new_tokens": args.max_new_tokens,
                                 "max_len": args.max_len, "lr": args.lr}.items() if v is not None}
-    if args.max_chars is not None:
-        chosen["max_chars"] = args.max_chars or None
-    if args.new_token_lr is not None:
-        chosen["new_token_lr"] = args.new_token_lr or None
+    for name in ("max_chars", "new_token_lr"):
+        if getattr(args, name) is not None:
+            chosen[name] = getattr(args, name) or None
     chosen.update(out=args.out, model=args.model, judge_model=args.judge_model, device=args.device)
-    use_gpu = args.gpu or (torch.cuda.is_available() and not args.cpu_demo)
-    cfg = DemoConfig.gpu(**chosen) if use_gpu else DemoConfig(**chosen)
+    use_gpu = args.gpu or (cuda and not args.cpu_demo)
+    return DemoConfig.gpu(**chosen) if use_gpu else DemoConfig(**chosen)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from lima_align.pipeline.demo import run_demo
+
+    cfg = demo_config(args, torch.cuda.is_available())
     results = run_demo(cfg)
     summary, train = results["summary"], results["train"]
     stop, loss = summary["eot_stop_rate"], summary["reference_loss"]

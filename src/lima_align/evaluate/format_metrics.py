@@ -255,7 +255,8 @@ _MARKERS = {"bulleted_rate": has_bullets, "numbered_rate": has_numbered, "list_r
             "repetition_rate": has_repetition}
 
 
-def _stop_rate(answers: Sequence[Answer], how: Intervals, reasons: frozenset[str] = STOPPED) -> dict[str, Any] | None:
+def _stop_rate(answers: Sequence[Answer], how: Intervals,
+               reasons: frozenset[str] = STOPPED) -> dict[str, Any] | None:
     ended = [a for a in answers if a.finish_reason in STOPPED | CAPPED]
     return rate([a.finish_reason in reasons for a in ended], [a.prompt_id for a in ended], how)
 
@@ -276,8 +277,8 @@ def _refusal_rate(answers: Sequence[Answer], how: Intervals) -> dict[str, Any] |
 
 def model_metrics(rows: Iterable[Mapping[str, Any]], how: Intervals = Intervals()) -> dict[str, Any]:
     """The metrics of one model's output rows (see the module docstring), as a JSON-able dict: ``model``,
-    ``answers``, ``prompts``, ``max_samples_per_prompt``, ``excluded`` (failed rows by reason), ``stop_rate`` (ended by EOT, EOS or
-    an API's stop), ``eot_rate`` (ended by EOT itself, not the pretrained EOS),
+    ``answers``, ``prompts``, ``max_samples_per_prompt``, ``excluded`` (failed rows by reason), ``stop_rate``
+    (ended by EOT, EOS or an API's stop), ``eot_rate`` (ended by EOT itself, not the pretrained EOS),
     ``continuation_rate`` (with ``reasons``), ``bulleted_rate``, ``numbered_rate``, ``list_rate``,
     ``heading_rate``, ``code_rate``, ``paragraphs_rate``, ``repetition_rate``, ``distinct_2``, ``tokens``,
     ``chars``, ``refusal_rate`` and ``safety_tagged``. Each ``*_rate`` is a :func:`rate` dict or None."""

@@ -69,6 +69,16 @@ WHY = (
 )
 
 
+WHY_FIELDS = ("model", "per_source", "max_chars", "epochs", "lr", "new_token_lr", "batch_size", "max_len",
+              "max_new_tokens", "seed")
+
+
+def reasons(cfg: DemoConfig) -> tuple[str, ...]:
+    """WHY when ``cfg`` trains with the CPU demo's settings (what the reasons were measured on), else nothing."""
+    default = DemoConfig()
+    return WHY if all(getattr(cfg, f) == getattr(default, f) for f in WHY_FIELDS) else ()
+
+
 def demo_sources(cfg: DemoConfig) -> list[SourceSpec]:
     """The shipped excerpts as sources, each curated by its source's own code (thresholds relaxed for tiny data)."""
     return [
@@ -145,7 +155,7 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> dict[str, Any]:
         + ("" if cfg.new_token_lr is None else f" (EOT row {cfg.new_token_lr})")
         + f", batch {cfg.batch_size}, trim {cfg.max_len} tokens, examples up to {cfg.max_chars or 'any'} characters "
           "(the paper: 15 epochs, 1e-5 -> 1e-6 for every weight, batch 32, 2,048 tokens, 1,000 examples)")
-    for reason in WHY if cfg.max_chars else ():
+    for reason in reasons(cfg):
         log(f"  why: {reason}")
     r["train"] = steps.train(stages, train_config(cfg, out), log)
     checkpoint = out / "train" / Path(r["train"]["checkpoint"]).name
@@ -173,10 +183,11 @@ def _summary(cfg: DemoConfig, out: Path, r: dict[str, Any], answers: dict[str, P
     from lima_align.pipeline import demo_summary as ds
 
     judge = ds.judge_preference(judgments, cfg.judge_model)
-    trained = {**r["train"], "examples": len(ds.trained_examples(out / "mix" / "train.jsonl", cfg.max_chars))}
+    examples = ds.trained_examples(out / "mix" / "train.jsonl", cfg.max_chars)
+    trained = {**r["train"], "examples": len(examples)}
     data = {"title": "lima-align demo: what a few examples teach a base model", "label": cfg.demo_label,
-            "model": cfg.model, "deltas": deltas(cfg, trained), "why": list(WHY) if cfg.max_chars else [],
-            "table1": ds.training_mix(ds.trained_examples(out / "mix" / "train.jsonl", cfg.max_chars), cfg.model),
+            "model": cfg.model, "deltas": deltas(cfg, trained), "why": list(reasons(cfg)),
+            "table1": ds.training_mix(examples, cfg.model),
             "style": {name: ds.style(path) for name, path in answers.items()},
             "reference_loss": ds.reference_change(losses["before"], losses["after"]), "judge": judge,
             "prompts": ds.prompt_rows(answers["before"], answers["after"], judge["per_prompt"]),
