@@ -26,6 +26,7 @@ from conftest import tiny_llama  # noqa: E402
 from lima_align.config import from_dict  # noqa: E402
 from lima_align.models import load_tokenizer  # noqa: E402
 from lima_align.train import TrainConfig, train  # noqa: E402
+from lima_align.train.run import end_distributed  # noqa: E402
 
 
 class Probe(TrainerCallback):
@@ -114,6 +115,7 @@ def main() -> int:
                           "world_size": torch.distributed.get_world_size() if dist else 1,
                           "backend": torch.distributed.get_backend() if dist else None,
                           "probe": {**probe.facts, "zero_shares": probe.zero_shares} if probe else None}))
+    end_distributed()
     return 0
 
 

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from lima_align.config import dump_yaml
     from lima_align.train import train
+    from lima_align.train.run import end_distributed
     from lima_align.train.options import config_from_args
 
     config_path, overrides = args.config, list(args.overrides)
@@ -55,6 +56,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.print_config:
         return 0
     result = train(config, resume=args.resume)
+    end_distributed()
     state = "stopped by SIGTERM after saving" if result.interrupted else "done"
     print(f"{state}: {result.global_step} steps, train loss {result.train_loss:.4f}; "
           f"checkpoints: {', '.join(str(c) for c in result.checkpoints) or 'none'}")

@@ -8,7 +8,7 @@ import sys
 from lima_align.config import dump_yaml
 from lima_align.errors import LimaError
 from lima_align.train.options import config_from_args
-from lima_align.train.run import train
+from lima_align.train.run import end_distributed, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":
             print("# resolved config\n" + dump_yaml(config), flush=True)
         result = train(config, resume=args.resume)
+        end_distributed()
     except LimaError as exc:
         print(f"lima-align: error: {exc}", file=sys.stderr)
         return 2

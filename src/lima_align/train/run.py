@@ -117,3 +117,14 @@ def train(config: TrainConfig, *, resume: bool = False, model: Any = None, token
     trainer = build_trainer(config, prepared.model, prepared.tokenizer, prepared.dataset,
                             run_info(config, report), callbacks)
     return run_trainer(trainer, config, resume)
+
+
+def end_distributed() -> None:
+    """Leave the process group cleanly once every rank has finished (a launched job's last call).
+
+    Exiting with gloo's threads still alive can abort the interpreter at shutdown ("terminate called without an
+    active exception", SIGABRT) after a run that otherwise succeeded, which torchrun reports as a failed job.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
