@@ -1,0 +1,74 @@
+"""Which engine generates answers: our transformers engine (``hf``) or vLLM (``vllm``), and vLLM's scale knobs.
+
+Every place that generates (``lima-align generate``, ``select``, the run recipe's generate stage, ``ablate``)
+takes an :class:`EngineOptions`; :func:`open_engine` builds the engine it names and frees it afterwards. Both
+engines take the same :class:`~lima_align.generate.engine.Request` objects and yield the same
+:class:`~lima_align.generate.engine.Completion` objects, so the output rows, resumability and seeding contract
+are shared (what differs under vLLM is said in :mod:`lima_align.generate.vllm_engine`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+ENGINES = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """``engine`` and, for vLLM, how it spreads over GPUs (ignored by the HF engine)."""
+
+    engine: str = "hf"
+    tensor_parallel_size: int = 1  # GPUs one model is split over
+    data_parallel_size: int = 1  # independent engines (one per group of tensor_parallel_size GPUs), rows dealt out
+    gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may take (weights + KV cache)
+    max_model_len: int | None = None  # prompt + answer tokens; None: the model's own context
+    dtype: str | None = None  # None: float32 on CPU, bfloat16 on a GPU that has it (as the HF engine)
+    enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start, slower steps
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        for name in ("tensor_parallel_size", "data_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+
+    @property
+    def is_vllm(self) -> bool:
+        return self.engine == "vllm"
+
+    def stage_key(self) -> dict[str, Any] | None:
+        """What a pipeline stage's key records: nothing for the HF engine (earlier runs keep their keys)."""
+        return asdict(self) if self.is_vllm else None
+
+
+@contextlib.contextmanager
+def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, device: str | None = None,
+                batch_size: int = 16) -> Iterator[Any]:
+    """The engine ``options`` names for ``model`` (a checkpoint folder or a model name), freed on exit."""
+    if options.is_vllm:
+        from lima_align.generate.vllm_engine import VLLMEngine
+
+        engine: Any = VLLMEngine(model, options, add_eot=add_eot, device=device)
+    else:
+        from lima_align.generate.engine import HFEngine
+        from lima_align.generate.loading import load_for_generation
+
+        lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device=device)
+        engine = HFEngine(lm, tokenizer, fmt, batch_size=batch_size)
+        del lm
+    try:
+        yield engine
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+        del engine
+        gc.collect()
