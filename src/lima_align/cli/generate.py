@@ -35,6 +35,39 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--engine and vLLM's scale knobs, shared by generate and select."""
+    from lima_align.generate.engines import ENGINES, EngineOptions
+
+    d = EngineOptions()
+    g = parser.add_argument_group("engine (vLLM's options are ignored by hf)")
+    g.add_argument("--engine", choices=ENGINES, default=d.name,
+                   help="hf: our transformers engine; vllm: vLLM with the paper's sampling (default %(default)s)")
+    g.add_argument("--tensor-parallel-size", type=int, default=d.tensor_parallel_size,
+                   help="GPUs one model is split over (default %(default)s)")
+    g.add_argument("--data-parallel-size", type=int, default=d.data_parallel_size,
+                   help="independent vLLM engines, each on its own GPU(s), rows dealt out (default %(default)s)")
+    g.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization,
+                   help="share of each GPU's memory vLLM may take (default %(default)s)")
+    g.add_argument("--max-model-len", type=int, help="prompt + answer tokens (default: the model's context)")
+    g.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU, bfloat16 on GPU)")
+    g.add_argument("--enforce-eager", action="store_true", help="no torch.compile / CUDA graphs (faster start)")
+    g.add_argument("--cpu-kv-cache-gib", type=float, default=d.cpu_kv_cache_gib,
+                   help="on a CPU: vLLM's KV cache in GiB (default %(default)s)")
+
+
+def engine_options_from_args(args: argparse.Namespace):
+    from lima_align.errors import LimaError
+    from lima_align.generate.engines import EngineOptions
+
+    try:
+        return EngineOptions(args.engine, args.tensor_parallel_size, args.data_parallel_size,
+                             args.gpu_memory_utilization, args.max_model_len, args.dtype, args.enforce_eager,
+                             args.cpu_kv_cache_gib)
+    except ValueError as exc:
+        raise LimaError(str(exc)) from None
+
+
 def engine_from_args(args: argparse.Namespace, batch_size: int = 1):
     """The engine of ``--model`` (with its saved chat format) on ``--device``."""
     from lima_align.generate.engine import HFEngine
@@ -67,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="rows decoded together (default %(default)s)")
     parser.add_argument("--name", help="generator name written in each row (default: the --model value)")
     add_sampling_options(parser)
+    add_engine_options(parser)
     parser.set_defaults(func=cmd_generate)
 
 
@@ -74,12 +108,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from lima_align.generate.batch import answer_prompts
 
     config = sampling_from_args(args)
+    engine_options_from_args(args)  # bad engine options fail before the model loads
 
     def progress(done: int, total: int) -> None:
         print(f"\rgenerated {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     report = answer_prompts(args.model, args.prompts, args.out, config, samples=args.samples,
                             generator=args.name or args.model, batch_size=args.batch_size, device=args.device,
-                            add_eot=args.add_eot, progress=progress)
+                            add_eot=args.add_eot, engine=engine_options_from_args(args), progress=progress)
     print(json.dumps(report.to_dict()), file=sys.stderr)
     return 1 if report.errors else 0

@@ -7,7 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from lima_align.cli.generate import add_sampling_options, sampling_from_args
+from lima_align.cli.generate import (add_engine_options, add_sampling_options, engine_options_from_args,
+                                     sampling_from_args)
 from lima_align.cli.judge import add_judge_options, judge_setup
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sel.add_argument("--greedy", action="store_true", help="decode the dev answers greedily (temperature 0)")
     sel.add_argument("--device", help="generation device")
     add_sampling_options(sel)
+    add_engine_options(sel)
     add_judge_options(sel, out_required=False)
     sel.add_argument("--out", help="output folder (default RUN_DIR/select)")
     sel.set_defaults(func=cmd_select)
@@ -34,7 +36,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from lima_align.pipeline.selection import SelectOptions, dev_decoding, parse_epochs, select_checkpoint
 
     options = SelectOptions(epochs=parse_epochs(args.epochs), method=args.method, device=args.device,
-                            sampling=dev_decoding(sampling_from_args(args), greedy=args.greedy), limit=args.limit)
+                            sampling=dev_decoding(sampling_from_args(args), greedy=args.greedy), limit=args.limit,
+                            engine=engine_options_from_args(args))
     result = select_checkpoint(args.run_dir, args.dev, judge_setup(args), options,
                                out=args.out or Path(args.run_dir) / "select")
     print(json.dumps(result, indent=2))

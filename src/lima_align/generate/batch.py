@@ -19,8 +19,9 @@ from lima_align.conversation import Example
 from lima_align.errors import DataError, LimaError
 from lima_align.fileio import keep_lines, read_appended
 from lima_align.formats.rows import read_examples, write_examples
-from lima_align.generate.engine import Completion, Request
 from lima_align.generate.decoding import SamplingConfig
+from lima_align.generate.engine import Completion, Request
+from lima_align.generate.engines import EngineOptions, open_engine
 
 
 @dataclass
@@ -126,19 +127,10 @@ def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: Sam
 
 def answer_prompts(model: str, prompts: str | Path, out: str | Path, config: SamplingConfig, *, samples: int = 1,
                    generator: str = "", batch_size: int = 8, device: str | None = None, add_eot: bool = False,
+                   engine: EngineOptions = EngineOptions(),
                    progress: Callable[[int, int], None] | None = None) -> GenerateReport:
     """:func:`generate_file` with ``model`` (a checkpoint folder or a model name) loaded with its saved chat
-    format on ``device``, and freed afterwards (the next stage of a job may load another model)."""
-    import gc
-
-    from lima_align.generate.engine import HFEngine
-    from lima_align.generate.loading import load_for_generation
-
-    lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device=device)
-    engine = HFEngine(lm, tokenizer, fmt, batch_size=batch_size)
-    try:
-        return generate_file(engine, prompts, out, config, samples=samples, generator=generator or Path(out).stem,
+    format by the ``engine`` on ``device``, and freed afterwards (the next stage of a job may load another model)."""
+    with open_engine(model, engine, add_eot=add_eot, device=device, batch_size=batch_size) as lm:
+        return generate_file(lm, prompts, out, config, samples=samples, generator=generator or Path(out).stem,
                              progress=progress)
-    finally:
-        del lm, engine
-        gc.collect()

@@ -19,30 +19,33 @@ ENGINES = ("hf", "vllm")
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """``engine`` and, for vLLM, how it spreads over GPUs (ignored by the HF engine)."""
+    """The engine's ``name`` and, for vLLM, how it spreads over GPUs (ignored by the HF engine)."""
 
-    engine: str = "hf"
+    name: str = "hf"
     tensor_parallel_size: int = 1  # GPUs one model is split over
     data_parallel_size: int = 1  # independent engines (one per group of tensor_parallel_size GPUs), rows dealt out
     gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may take (weights + KV cache)
     max_model_len: int | None = None  # prompt + answer tokens; None: the model's own context
     dtype: str | None = None  # None: float32 on CPU, bfloat16 on a GPU that has it (as the HF engine)
     enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start, slower steps
+    cpu_kv_cache_gib: float = 4.0  # on a CPU: the KV cache's size (vLLM would take most of the RAM)
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.name not in ENGINES:
+            raise ValueError(f"engine name must be one of {ENGINES}, got {self.name!r}")
         for name in ("tensor_parallel_size", "data_parallel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if not self.cpu_kv_cache_gib > 0:
+            raise ValueError(f"cpu_kv_cache_gib must be > 0, got {self.cpu_kv_cache_gib}")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
 
     @property
     def is_vllm(self) -> bool:
-        return self.engine == "vllm"
+        return self.name == "vllm"
 
     def stage_key(self) -> dict[str, Any] | None:
         """What a pipeline stage's key records: nothing for the HF engine (earlier runs keep their keys)."""
@@ -53,10 +56,14 @@ class EngineOptions:
 def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, device: str | None = None,
                 batch_size: int = 16) -> Iterator[Any]:
     """The engine ``options`` names for ``model`` (a checkpoint folder or a model name), freed on exit."""
-    if options.is_vllm:
+    if options.is_vllm and options.data_parallel_size > 1:
+        from lima_align.generate.vllm_parallel import DataParallelVLLM
+
+        engine: Any = DataParallelVLLM(model, options, add_eot=add_eot, device=device)
+    elif options.is_vllm:
         from lima_align.generate.vllm_engine import VLLMEngine
 
-        engine: Any = VLLMEngine(model, options, add_eot=add_eot, device=device)
+        engine = VLLMEngine(model, options, add_eot=add_eot, device=device)
     else:
         from lima_align.generate.engine import HFEngine
         from lima_align.generate.loading import load_for_generation

@@ -52,7 +52,7 @@ def import_vllm() -> Any:
 class VLLMEngine:
     """A vLLM ``LLM`` over ``model`` (a checkpoint folder or a model name) with the LIMA sampling processor."""
 
-    def __init__(self, model: str, options: EngineOptions = EngineOptions(engine="vllm"), *,
+    def __init__(self, model: str, options: EngineOptions = EngineOptions(name="vllm"), *,
                  add_eot: bool = False, device: str | None = None):
         vllm = import_vllm()
         folder, self.tokenizer, self.fmt = vllm_folder(model, add_eot=add_eot)
@@ -142,6 +142,8 @@ def llm_kwargs(options: EngineOptions, device: str | None) -> dict[str, Any]:
                               "enforce_eager": options.enforce_eager}
     if cuda:
         kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+    else:  # vLLM's CPU backend sizes its KV cache from the environment; unset, it takes most of the RAM
+        kwargs["kv_cache_memory_bytes"] = int(options.cpu_kv_cache_gib * (1 << 30))
     if options.max_model_len:
         kwargs["max_model_len"] = options.max_model_len
     return kwargs

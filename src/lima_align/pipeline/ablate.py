@@ -27,6 +27,7 @@ from lima_align.config import ConfigError, _set_dotted, from_dict, load_config, 
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
 from lima_align.generate.decoding import SamplingConfig
+from lima_align.generate.engines import EngineOptions
 from lima_align.pipeline import steps
 from lima_align.pipeline.arm_processes import run_arms_in_processes
 from lima_align.pipeline.demo import DEMO_DATA, DemoConfig, demo_sources
@@ -66,6 +67,7 @@ class AblationConfig:
     samples: int = 5  # answers sampled per test prompt (the paper: 5)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the paper's decoding by default
     gen_batch_size: int = 8
+    engine: EngineOptions = field(default_factory=EngineOptions)  # hf, or vllm with its GPU options
     judge: str = ""  # a judge YAML (configs/judges/*.yaml)
     judge_settings: dict[str, Any] = field(default_factory=dict)  # JudgeConfig keys, merged over the file's
     device: str | None = None  # generation and local judge device (None: cuda when available)
@@ -185,7 +187,7 @@ def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[s
     job = GenerateJob(name=arm.name, model=str(checkpoint), model_key=[r["train"]["key"], checkpoint.name],
                       prompts=test_prompts_path(cfg, arm_dir), out=answers, sampling=cfg.sampling,
                       samples=cfg.samples, limit=cfg.test_limit, batch_size=cfg.gen_batch_size, device=cfg.device,
-                      missing_hint="set test_prompts, or give the mix recipes a test split")
+                      engine=cfg.engine, missing_hint="set test_prompts, or give the mix recipes a test split")
     r["generate"] = steps.generate(stages, job)
     r["judge"] = steps.judge_likert(stages, judge, answers, arm_dir / "judgments" / "likert.jsonl",
                                     Path(cfg.out) / "judge-cache.sqlite")

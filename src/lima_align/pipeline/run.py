@@ -33,6 +33,7 @@ from lima_align.config import ConfigError, from_dict, load_config, to_dict, yaml
 from lima_align.errors import LimaError
 from lima_align.fileio import write_json
 from lima_align.generate.decoding import SamplingConfig
+from lima_align.generate.engines import EngineOptions
 from lima_align.pipeline import steps
 from lima_align.pipeline.selection import SelectSpec
 from lima_align.pipeline.stages import Stages
@@ -71,6 +72,7 @@ class RunConfig:
     samples: int = 1  # answers per test prompt (the first is judged against the baselines)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the paper's decoding by default
     gen_batch_size: int = 8
+    engine: EngineOptions = field(default_factory=EngineOptions)  # hf, or vllm with its GPU options (select too)
     baselines: list[BaselineSpec] = field(default_factory=list)
     judge: str = ""  # a judge YAML (configs/judges/*.yaml), used by select and judge
     judge_settings: dict[str, Any] = field(default_factory=dict)
@@ -180,14 +182,15 @@ def run_pipeline(cfg: RunConfig, log: Log = print, *, rerun_from: str | None = N
     r: dict[str, Any] = {"curate": {s.name: steps.curate(stages, s, out) for s in cfg.sources}}
     r["mix"] = steps.mix(stages, mix, out)
     r["train"] = steps.train(stages, train_cfg, log, cfg.train_launch)
-    r["select"] = steps.select(stages, cfg.select, judge, r["train"], out, cfg.sampling, cfg.device)
+    r["select"] = steps.select(stages, cfg.select, judge, r["train"], out, cfg.sampling, cfg.device,
+                               engine=cfg.engine)
     # paths recorded by an earlier run may spell another folder (a moved run): take names, rebuild under out
     checkpoint = out / "train" / Path(r["select"]["checkpoint"]).name
     answers = out / "outputs" / f"{cfg.name}.jsonl"
     job = GenerateJob(name=cfg.name, model=str(checkpoint), model_key=[r["select"]["key"], checkpoint.name],
                       prompts=Path(cfg.test_prompts) if cfg.test_prompts else out / "mix" / "train.test.jsonl",
                       out=answers, sampling=cfg.sampling, samples=cfg.samples, limit=cfg.test_limit,
-                      batch_size=cfg.gen_batch_size, device=cfg.device,
+                      batch_size=cfg.gen_batch_size, device=cfg.device, engine=cfg.engine,
                       missing_hint="set test_prompts, or give the mix a test split")
     r["generate"] = steps.generate(stages, job)
     pairings = [Pairing(b.name, answers, Path(b.outputs), out / "judgments" / f"{cfg.name}-vs-{b.name}.jsonl")

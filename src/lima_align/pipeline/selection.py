@@ -22,6 +22,7 @@ from lima_align.evaluate.judging import JudgeSetup, judge_answer_pairs, judge_an
 from lima_align.evaluate.statistics import likert_summary, win_tie_loss
 from lima_align.fileio import write_json
 from lima_align.generate.batch import answer_prompts
+from lima_align.generate.engines import EngineOptions
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.train.checkpoint import MARKER, complete_checkpoints
 
@@ -43,11 +44,13 @@ class SelectSpec:
         if self.method not in ("likert", "pairwise"):
             raise ValueError(f"select.method must be likert or pairwise, got {self.method!r}")
 
-    def options(self, sampling: SamplingConfig, device: str | None = None) -> "SelectOptions":
-        """The resolved options, decoding with ``sampling`` (the evaluation's) as changed by this spec."""
+    def options(self, sampling: SamplingConfig, device: str | None = None,
+                engine: EngineOptions = EngineOptions()) -> "SelectOptions":
+        """The resolved options, decoding with ``sampling`` (the evaluation's) as changed by this spec, with the
+        run's ``engine``."""
         return SelectOptions(epochs=parse_epochs(self.epochs), method=self.method, device=device,
                              sampling=dev_decoding(sampling, self.greedy, self.max_new_tokens),
-                             limit=self.limit or None)
+                             limit=self.limit or None, engine=engine)
 
 
 def dev_decoding(sampling: SamplingConfig, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingConfig:
@@ -69,6 +72,7 @@ class SelectOptions:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the paper's decoding by default
     device: str | None = None
     limit: int | None = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 def parse_epochs(text: str) -> tuple[int, int]:
@@ -95,7 +99,8 @@ def checkpoints_in_window(run_dir: str | Path, window: tuple[int, int]) -> list[
 
 
 def generate_dev_answers(folder: Path, dev: str | Path, out: Path, name: str, options: SelectOptions) -> Path:
-    answer_prompts(str(folder), dev, out, options.sampling, generator=name, batch_size=16, device=options.device)
+    answer_prompts(str(folder), dev, out, options.sampling, generator=name, batch_size=16, device=options.device,
+                   engine=options.engine)
     return out
 
 

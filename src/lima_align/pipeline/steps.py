@@ -20,6 +20,7 @@ from typing import Any, Callable
 from lima_align.config import to_dict
 from lima_align.errors import LimaError
 from lima_align.generate.decoding import SamplingConfig
+from lima_align.generate.engines import EngineOptions
 from lima_align.pipeline.stages import Stages, fingerprint
 
 Log = Callable[[str], None]
@@ -58,6 +59,7 @@ class GenerateJob:
     device: str | None = None
     add_eot: bool = False  # a model not tuned by lima-align (a base model before tuning): add the EOT token
     missing_hint: str = ""  # said when the prompts file does not exist
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
     @property
     def prompts_copy(self) -> Path:
@@ -220,15 +222,23 @@ def generate(stages: Stages, job: GenerateJob, stage: str = "generate") -> dict[
     def work() -> dict[str, Any]:
         prompts = copy_prompts(job.prompts, job.prompts_copy, job.limit, missing_hint=job.missing_hint)
         report = answer_prompts(job.model, prompts, job.out, job.sampling, samples=job.samples, generator=job.name,
-                                batch_size=job.batch_size, device=job.device, add_eot=job.add_eot)
+                                batch_size=job.batch_size, device=job.device, add_eot=job.add_eot,
+                                engine=job.engine)
         ids = sorted({json.loads(line)["id"] for line in job.out.read_text(encoding="utf-8").splitlines() if line})
         return {"outputs": str(job.out), **report.to_dict(), "test_prompt_ids": fingerprint(ids),
                 "summary": f"{report.prompts} prompts x {job.samples} sample(s), {report.generated_tokens} tokens "
                            f"-> {job.out}"}
 
     key = {"model": job.model_key, "name": job.name, "sampling": to_dict(job.sampling), "samples": job.samples,
-           "prompts": stages.digest(job.prompts), "limit": job.limit}
+           "prompts": stages.digest(job.prompts), "limit": job.limit, **_engine_key(job.engine)}
     return stages.run(stage, work, key=key, outputs=[job.out, job.prompts_copy])
+
+
+def _engine_key(engine: EngineOptions) -> dict[str, Any]:
+    """The engine in a stage key: vLLM's options when it is used, nothing for the HF engine (keys of runs made
+    before the choice existed stay valid)."""
+    key = engine.stage_key()
+    return {"engine": key} if key else {}
 
 
 def reference_loss(stages: Stages, job: ReferenceJob, stage: str = "reference-loss") -> dict[str, Any]:
@@ -312,7 +322,8 @@ def report(stages: Stages, judgments: list[Path], folder: Path, title: str,
 
 # -------------------------------------------------------------------------------------------- select
 def select(stages: Stages, spec: Any, judge: Any, trained: dict[str, Any], folder: Path,
-           sampling: SamplingConfig, device: str | None = None) -> dict[str, Any]:
+           sampling: SamplingConfig, device: str | None = None, *,
+           engine: EngineOptions = EngineOptions()) -> dict[str, Any]:
     """The checkpoint the rest of the job uses: the judge's pick on the dev prompts (``spec``: a
     :class:`~lima_align.pipeline.selection.SelectSpec`) among ``<folder>/train/checkpoint-*``, or the last one
     when selection is off. Dev answers are decoded with ``sampling`` (the evaluation's) as the spec changes it.
@@ -331,7 +342,7 @@ def select(stages: Stages, spec: Any, judge: Any, trained: dict[str, Any], folde
             raise LimaError(f"checkpoint selection needs dev prompts: {dev} is missing or empty (give the mix a "
                             "dev split, set select.dev, or select.enabled=false)")
         result = select_checkpoint(train_dir, dev, JudgeSetup(judge, cache_path=folder / "judge-cache.sqlite"),
-                                   spec.options(sampling, device), folder / "select")
+                                   spec.options(sampling, device, engine), folder / "select")
         gc.collect()
         return {"checkpoint": result["checkpoint"], "best": result["best"], "method": result["method"],
                 "scores": {k: v["score"] for k, v in result["scores"].items()},
@@ -339,5 +350,6 @@ def select(stages: Stages, spec: Any, judge: Any, trained: dict[str, Any], folde
 
     key = {"select": to_dict(spec), "judge": judge.identity(), "train": trained["key"],
            "dev": stages.digest(dev) if spec.enabled else None,
-           "decoding": to_dict(spec.options(sampling).sampling) if spec.enabled else None}
+           "decoding": to_dict(spec.options(sampling).sampling) if spec.enabled else None,
+           **_engine_key(engine)}
     return stages.run("select", work, key=key, outputs=[folder / "select"] if spec.enabled else [])
