@@ -1,0 +1,122 @@
+"""A lima-align checkpoint loads in plain ``vllm serve`` as it is: our chat template, EOT as the stop token from
+its generation_config, resized embeddings; the paper's penalty over HTTP through our logits processor. Checked
+with the OpenAI client against the HF engine's greedy answers on the same checkpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lima_align.chat_format import ChatFormat, render
+from lima_align.generate.decoding import SamplingConfig
+from lima_align.generate.engine import HFEngine, Request
+from lima_align.generate.loading import load_for_generation
+from lima_align.models import load_tokenizer
+from lima_align.train import TrainConfig, train
+from lima_align.train.data import load_examples
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(lima_train, tmp_path_factory):
+    """A tiny Llama fine-tuned with the LIMA recipe on 4 real LIMA rows until it ends its turns with EOT."""
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    torch.manual_seed(0)
+    # head_dim 64: vLLM's CPU attention kernels refuse tiny heads (head_dim 8)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=len(tokenizer),
+                                         max_position_embeddings=512))
+    config = TrainConfig(model="tiny", data=str(lima_train), out=str(tmp_path_factory.mktemp("run")),
+                         max_examples=4, max_chars=260, chat=ChatFormat(max_len=96), epochs=40, batch_size=4,
+                         micro_batch_size=4, lr=1e-2, lr_end=1e-3, residual_dropout=0.0, weight_decay=0.0,
+                         tensorboard=False, logging_steps=10, mixed_precision="no", save_total_limit=1)
+    result = train(config, model=model, tokenizer=tokenizer, log=lambda s: None)
+    examples, _ = load_examples(config.data, None, config.max_examples, config.max_chars)
+    return result.checkpoints[-1], [ex.conversations[0] for ex in examples]
+
+
+@pytest.fixture(scope="module")
+def server(vllm_installed, checkpoint):
+    folder, _ = checkpoint
+    port = _free_port()
+    env = {**os.environ, "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    log = open(folder.parent / "vllm-serve.log", "w")
+    # `vllm serve` itself, by module: vllm-cpu's `vllm` console script looks up a distribution named "vllm" and
+    # stops (PackageNotFoundError) before parsing anything; the GPU build's does not
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+                             "--host", "127.0.0.1", "--port", str(port),
+                             "--served-model-name", "lima", "--dtype", "float32", "--enforce-eager",
+                             "--max-model-len", "512", "--logits-processors",
+                             "lima_align.generate.vllm_penalty:GeneratedTokensPenalty"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+    deadline = time.time() + 300
+    while True:
+        try:
+            client.models.list()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.time() > deadline:
+                log.flush()
+                pytest.fail("vllm serve did not come up:\n" + (folder.parent / "vllm-serve.log").read_text()[-3000:])
+            time.sleep(1)
+    yield client
+    os.killpg(proc.pid, 15)
+    proc.wait(60)
+    log.close()
+
+
+def test_vllm_serve_answers_like_the_hf_engine_and_stops_at_eot(checkpoint, server):
+    folder, prompts = checkpoint
+    lm, tokenizer, fmt = load_for_generation(str(folder))
+    hf = HFEngine(lm, tokenizer, fmt)
+    eot = tokenizer.convert_tokens_to_ids(fmt.eot)
+    config = SamplingConfig(temperature=0, max_new_tokens=120)
+    expected = {c.key: c for c in hf.generate([Request(str(i), [p]) for i, p in enumerate(prompts)], config)}
+    assert sum(c.finish_reason == "eot" for c in expected.values()) >= 3  # the model did learn to stop
+    for i, prompt in enumerate(prompts):
+        reply = server.chat.completions.create(
+            model="lima", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=120,
+            extra_body={"vllm_xargs": {"lima_repetition_penalty": 1.2}, "skip_special_tokens": True})
+        want = expected[str(i)]
+        # the checkpoint's own chat template renders our prompt exactly (token count includes BOS)
+        assert reply.usage.prompt_tokens == len(render([prompt], tokenizer, fmt, add_generation_prompt=True).input_ids)
+        assert reply.choices[0].message.content == want.text
+        assert reply.usage.completion_tokens == want.completion_tokens
+        # stopped at EOT, read from generation_config.json: nobody passed a stop token
+        assert reply.choices[0].finish_reason == ("stop" if want.finish_reason == "eot" else "length")
+    assert eot == len(load_tokenizer("smollm2-135m-instruct"))  # the embeddings were grown for EOT
+
+
+def test_the_penalty_over_http_is_ours_not_vllms(checkpoint, server):
+    # the same request with vLLM's own penalty (prompt tokens too) and with ours (generated only) must match the
+    # HF engine's corresponding scope
+    folder, prompts = checkpoint
+    lm, tokenizer, fmt = load_for_generation(str(folder))
+    hf = HFEngine(lm, tokenizer, fmt)
+    prompt = prompts[0]
+    texts = {}
+    for scope in ("generated", "all"):
+        config = SamplingConfig(temperature=0, max_new_tokens=30, repetition_penalty=3.0, penalty_scope=scope)
+        texts[scope] = next(iter(hf.generate([Request("x", [prompt])], config))).text
+        body = ({"vllm_xargs": {"lima_repetition_penalty": 3.0}} if scope == "generated"
+                else {"repetition_penalty": 3.0})
+        reply = server.chat.completions.create(model="lima", messages=[{"role": "user", "content": prompt}],
+                                               temperature=0, max_tokens=30, extra_body=body)
+        assert reply.choices[0].message.content == texts[scope], scope
+    assert texts["generated"] != texts["all"]
