@@ -4,8 +4,12 @@ Both decode the same prompts with the paper's sampling (temperature 0.7, top-p 0
 generated tokens) and stop at EOT/EOS or the token cap. Prints generated tokens/s of each and their ratio
 (target >= 4x at 300 prompts x 5 samples).
 
+``--engine vllm``: vLLM (with our generated-only penalty processor) against our batched HF engine instead, same
+prompts, sampling and token budget, one after the other in this run; vLLM's start-up is timed apart.
+
     .venv/bin/python benchmarks/bench_generate.py                      # quick CPU run (60 x 5, 32 tokens)
     .venv/bin/python benchmarks/bench_generate.py --prompts 300 --samples 5 --max-new-tokens 64
+    .venv/bin/python benchmarks/bench_generate.py --engine vllm --prompts 40 --samples 5 --max-new-tokens 32
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--baseline-prompts", type=int, default=None,
                         help="run the slow baseline on fewer prompts (tokens/s is compared, not totals)")
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                        help="vllm: compare vLLM with the batched HF engine (default: HF batched vs one at a time)")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile / CUDA graphs")
     args = parser.parse_args()
+    if args.engine == "vllm":
+        return vllm_vs_hf(args)
 
     model, tokenizer, fmt = load_for_generation(args.model, add_eot=True)
     engine = HFEngine(model, tokenizer, fmt, batch_size=args.batch_size)
@@ -76,6 +85,36 @@ def main() -> None:
     print(f"one at a time      : {base_tokens:7d} tokens in {base_s:7.1f} s = {base_tps:8.1f} tokens/s "
           f"({len(base_requests)} generations)")
     print(f"ratio batched / one-at-a-time: {batched_tps / base_tps:.2f}x (target >= 4x)")
+
+
+def vllm_vs_hf(args: argparse.Namespace) -> None:
+    """vLLM's tokens/s over our batched HF engine's on the same requests (vLLM's start-up reported apart)."""
+    from lima_align.generate.engines import EngineOptions
+    from lima_align.generate.vllm_engine import VLLMEngine
+
+    examples = read_examples(args.prompts_file)[: args.prompts]
+    requests = [Request(ex.id, [ex.prompt], s) for ex in examples for s in range(args.samples)]
+    config = SamplingConfig(max_new_tokens=args.max_new_tokens)
+    start = time.perf_counter()
+    vllm_engine = VLLMEngine(args.model, EngineOptions(name="vllm", enforce_eager=args.enforce_eager), add_eot=True)
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    vllm_tokens = sum(c.completion_tokens for c in vllm_engine.generate(requests, config))
+    vllm_s = time.perf_counter() - start
+    vllm_engine.close()
+    model, tokenizer, fmt = load_for_generation(args.model, add_eot=True)
+    engine = HFEngine(model, tokenizer, fmt, batch_size=args.batch_size)
+    start = time.perf_counter()
+    hf_tokens = sum(c.completion_tokens for c in engine.generate(requests, config))
+    hf_s = time.perf_counter() - start
+    vllm_tps, hf_tps = vllm_tokens / vllm_s, hf_tokens / hf_s
+    print(f"model {args.model}, {len(examples)} prompts x {args.samples} samples, <= {args.max_new_tokens} "
+          f"new tokens, device {engine.device}; LIMA sampling in both")
+    print(f"vLLM               : {vllm_tokens:7d} tokens in {vllm_s:7.1f} s = {vllm_tps:8.1f} tokens/s "
+          f"(+ {load_s:.1f} s to start)")
+    print(f"HF batched engine  : {hf_tokens:7d} tokens in {hf_s:7.1f} s = {hf_tps:8.1f} tokens/s "
+          f"(batch {args.batch_size})")
+    print(f"ratio vLLM / HF engine: {vllm_tps / hf_tps:.2f}x")
 
 
 if __name__ == "__main__":

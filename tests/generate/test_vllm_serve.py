@@ -120,3 +120,26 @@ def test_the_penalty_over_http_is_ours_not_vllms(checkpoint, server):
                                                temperature=0, max_tokens=30, extra_body=body)
         assert reply.choices[0].message.content == texts[scope], scope
     assert texts["generated"] != texts["all"]
+
+
+def test_a_vllm_served_judge_gives_weighted_verdicts_from_the_models_own_logprobs(checkpoint, server):
+    # the judge path arena-hard / alpaca_eval users run: our HTTP judge client in weighted mode against vLLM; the
+    # first-token log-probabilities it reads are the model's (checked against the checkpoint under transformers)
+    import asyncio
+
+    from lima_align.evaluate.judge_config import JudgeConfig, build_client
+
+    folder, prompts = checkpoint
+    config = JudgeConfig(name="vllm-judge", kind="openai", model="lima", base_url=str(server.base_url),
+                         api_key_env="", mode="weighted", top_logprobs=5, max_retries=0)
+    messages = [{"role": "user", "content": prompts[1]}]
+    reply = asyncio.run(build_client(config).complete(messages, config.params(candidates=("A", "B"))))
+    assert reply.error is None and 5 <= len(reply.logprobs) <= 6, reply
+    lm, tokenizer, fmt = load_for_generation(str(folder))
+    ids = render([prompts[1]], tokenizer, fmt, add_generation_prompt=True).input_ids
+    with torch.inference_mode():
+        logprobs = lm(input_ids=torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)
+    top = logprobs.topk(5)
+    for lp, token in zip(top.values.tolist(), top.indices.tolist()):
+        text = tokenizer.decode([token])
+        assert abs(reply.logprobs[text] - lp) < 1e-3, text
