@@ -8,12 +8,14 @@ re-run skips the (id, sample) pairs already in the file, and drops a torn last l
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from lima_align.conversation import Example
 from lima_align.errors import DataError, LimaError
@@ -21,7 +23,7 @@ from lima_align.fileio import keep_lines, read_appended
 from lima_align.formats.rows import read_examples, write_examples
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.engine import Completion, Request
-from lima_align.generate.engines import EngineOptions, open_engine
+from lima_align.generate.engines import EngineOptions
 
 
 @dataclass
@@ -123,6 +125,35 @@ def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: Sam
                 progress(report.written, len(requests))
     report.seconds = round(time.perf_counter() - start, 2)
     return report
+
+
+@contextlib.contextmanager
+def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, device: str | None = None,
+                batch_size: int = 16) -> Iterator[Any]:
+    """The engine ``options`` names for ``model`` (a checkpoint folder or a model name), freed on exit."""
+    if options.is_vllm and options.data_parallel_size > 1:
+        from lima_align.generate.vllm_parallel import DataParallelVLLM
+
+        engine: Any = DataParallelVLLM(model, options, add_eot=add_eot, device=device)
+    elif options.is_vllm:
+        from lima_align.generate.vllm_engine import VLLMEngine
+
+        engine = VLLMEngine(model, options, add_eot=add_eot, device=device)
+    else:
+        from lima_align.generate.engine import HFEngine
+        from lima_align.generate.loading import load_for_generation
+
+        lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device=device)
+        engine = HFEngine(lm, tokenizer, fmt, batch_size=batch_size)
+        del lm
+    try:
+        yield engine
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+        del engine
+        gc.collect()
 
 
 def answer_prompts(model: str, prompts: str | Path, out: str | Path, config: SamplingConfig, *, samples: int = 1,

@@ -1,7 +1,8 @@
 """Which engine generates answers: our transformers engine (``hf``) or vLLM (``vllm``), and vLLM's scale knobs.
 
 Every place that generates (``lima-align generate``, ``select``, the run recipe's generate stage, ``ablate``)
-takes an :class:`EngineOptions`; :func:`open_engine` builds the engine it names and frees it afterwards. Both
+takes an :class:`EngineOptions`; :func:`lima_align.generate.batch.open_engine` builds the engine it names and
+frees it afterwards. Both
 engines take the same :class:`~lima_align.generate.engine.Request` objects and yield the same
 :class:`~lima_align.generate.engine.Completion` objects, so the output rows, resumability and seeding contract
 are shared (what differs under vLLM is said in :mod:`lima_align.generate.vllm_engine`).
@@ -9,10 +10,8 @@ are shared (what differs under vLLM is said in :mod:`lima_align.generate.vllm_en
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 ENGINES = ("hf", "vllm")
 
@@ -50,32 +49,3 @@ class EngineOptions:
     def stage_key(self) -> dict[str, Any] | None:
         """What a pipeline stage's key records: nothing for the HF engine (earlier runs keep their keys)."""
         return asdict(self) if self.is_vllm else None
-
-
-@contextlib.contextmanager
-def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, device: str | None = None,
-                batch_size: int = 16) -> Iterator[Any]:
-    """The engine ``options`` names for ``model`` (a checkpoint folder or a model name), freed on exit."""
-    if options.is_vllm and options.data_parallel_size > 1:
-        from lima_align.generate.vllm_parallel import DataParallelVLLM
-
-        engine: Any = DataParallelVLLM(model, options, add_eot=add_eot, device=device)
-    elif options.is_vllm:
-        from lima_align.generate.vllm_engine import VLLMEngine
-
-        engine = VLLMEngine(model, options, add_eot=add_eot, device=device)
-    else:
-        from lima_align.generate.engine import HFEngine
-        from lima_align.generate.loading import load_for_generation
-
-        lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device=device)
-        engine = HFEngine(lm, tokenizer, fmt, batch_size=batch_size)
-        del lm
-    try:
-        yield engine
-    finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
-        del engine
-        gc.collect()
