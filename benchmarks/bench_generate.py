@@ -57,7 +57,8 @@ def main() -> None:
                         help="run the slow baseline on fewer prompts (tokens/s is compared, not totals)")
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
                         help="vllm: compare vLLM with the batched HF engine (default: HF batched vs one at a time)")
-    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile / CUDA graphs")
+    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                        help="vLLM without torch.compile / CUDA graphs (default: eager on CPU, compiled on GPU)")
     args = parser.parse_args()
     if args.engine == "vllm":
         return vllm_vs_hf(args)

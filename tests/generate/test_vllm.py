@@ -173,3 +173,33 @@ def test_generate_killed_then_resumed_by_two_engines_loses_and_duplicates_nothin
     config = SamplingConfig(temperature=0, max_new_tokens=48)
     expected = {(c.key, c.sample): c.text for c in vllm_engine.generate(requests, config)}
     assert {(r["id"], r["sample"]): r["output"] for r in rows} == expected
+
+
+# ------------------------------------------------------------------------------------- options, no engine
+def test_engine_options_become_vllm_arguments_and_bad_ones_are_refused():
+    from lima_align.generate.vllm_engine import llm_kwargs
+
+    cpu = llm_kwargs(EngineOptions(name="vllm"), "cpu")
+    # on a CPU: fp32 like the HF engine, eager (torch.compile tripled the start here for no faster decoding), and a
+    # bounded KV cache instead of vLLM's "most of the RAM"
+    assert cpu == {"dtype": "float32", "tensor_parallel_size": 1, "enforce_eager": True,
+                   "kv_cache_memory_bytes": 4 << 30}
+    chosen = llm_kwargs(EngineOptions(name="vllm", enforce_eager=False, dtype="bfloat16", max_model_len=4096,
+                                      tensor_parallel_size=4, cpu_kv_cache_gib=0.5), "cpu")
+    assert chosen == {"dtype": "bfloat16", "tensor_parallel_size": 4, "enforce_eager": False,
+                      "kv_cache_memory_bytes": 1 << 29, "max_model_len": 4096}
+    for bad in ({"name": "tgi"}, {"tensor_parallel_size": 0}, {"data_parallel_size": 0},
+                {"gpu_memory_utilization": 1.5}, {"cpu_kv_cache_gib": 0}, {"max_model_len": 1}):
+        with pytest.raises(ValueError):
+            EngineOptions(**bad)
+
+
+def test_the_cli_refuses_bad_engine_options_before_loading_anything(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "conversations": ["hi"]}) + "\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "lima-align"), "generate", "--engine", "vllm",
+                           "--model", str(tmp_path / "nowhere"), "--prompts", str(prompts), "--out",
+                           str(tmp_path / "o.jsonl"), "--data-parallel-size", "0"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "data_parallel_size must be >= 1" in done.stderr
+    assert not (tmp_path / "o.jsonl").exists()

@@ -51,7 +51,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                    help="share of each GPU's memory vLLM may take (default %(default)s)")
     g.add_argument("--max-model-len", type=int, help="prompt + answer tokens (default: the model's context)")
     g.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU, bfloat16 on GPU)")
-    g.add_argument("--enforce-eager", action="store_true", help="no torch.compile / CUDA graphs (faster start)")
+    g.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                   help="no torch.compile / CUDA graphs: a faster start (default: eager on CPU, compiled on GPU)")
     g.add_argument("--cpu-kv-cache-gib", type=float, default=d.cpu_kv_cache_gib,
                    help="on a CPU: vLLM's KV cache in GiB (default %(default)s)")
 

@@ -26,7 +26,9 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may take (weights + KV cache)
     max_model_len: int | None = None  # prompt + answer tokens; None: the model's own context
     dtype: str | None = None  # None: float32 on CPU, bfloat16 on a GPU that has it (as the HF engine)
-    enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start, slower steps
+    # no torch.compile / CUDA graphs: a faster start, slower steps on a GPU. None: eager on a CPU (measured with
+    # SmolLM2-135M, 80 prompts: 72 s instead of 195 s in all, the same 21 s of decoding), compiled on a GPU
+    enforce_eager: bool | None = None
     cpu_kv_cache_gib: float = 4.0  # on a CPU: the KV cache's size (vLLM would take most of the RAM)
 
     def __post_init__(self) -> None:

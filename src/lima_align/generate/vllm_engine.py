@@ -138,8 +138,9 @@ def llm_kwargs(options: EngineOptions, device: str | None) -> dict[str, Any]:
 
     cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     dtype = options.dtype or ("bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32")
+    eager = options.enforce_eager if options.enforce_eager is not None else not cuda
     kwargs: dict[str, Any] = {"dtype": dtype, "tensor_parallel_size": options.tensor_parallel_size,
-                              "enforce_eager": options.enforce_eager}
+                              "enforce_eager": eager}
     if cuda:
         kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
     else:  # vLLM's CPU backend sizes its KV cache from the environment; unset, it takes most of the RAM
