@@ -1,7 +1,8 @@
 """Judges described as data: one YAML per judge (``configs/judges/*.yaml``) read into :class:`JudgeConfig`.
 
 ``kind: openai`` is any OpenAI-compatible endpoint (``base_url``; the key is read from the environment variable
-``api_key_env``, never written in the file); ``kind: local`` loads a transformers instruct model in process.
+``api_key_env``, never written in the file); ``kind: local`` loads an instruct model in process, with
+transformers or, given ``engine: {name: vllm}``, in a vLLM engine.
 
 ``mode`` is how a verdict is read:
 
@@ -17,13 +18,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lima_align.config import load_config
 from lima_align.errors import LimaError
 from lima_align.evaluate.clients import CallParams, ChatJudge, OpenAIJudge, Pricing, RetryPolicy
+from lima_align.generate.engines import EngineOptions
 
 KINDS = ("openai", "local")
 MODES = ("generate", "weighted")
@@ -47,6 +49,7 @@ class JudgeConfig:
     input_per_mtok: float = 0.0  # US dollars per million prompt tokens
     output_per_mtok: float = 0.0
     device: str | None = None  # kind: local only
+    engine: EngineOptions = field(default_factory=EngineOptions)  # kind: local only: hf, or vllm with its options
     mode: str | None = None  # generate | weighted; None: the kind's default (DEFAULT_MODE)
     top_logprobs: int = 20  # weighted mode: how many first-token logprobs to ask an HTTP endpoint for
 
@@ -58,6 +61,8 @@ class JudgeConfig:
         self.mode = self.mode or DEFAULT_MODE[self.kind]
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.engine.is_vllm and self.kind != "local":
+            raise ValueError("engine: vllm is for kind: local (a vLLM server is kind: openai with its base_url)")
         if not 1 <= self.top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be in [1, 20], got {self.top_logprobs}")
 
@@ -79,6 +84,8 @@ class JudgeConfig:
                 "temperature": self.temperature, "max_tokens": self.max_tokens, "mode": self.mode}
         if self.weighted:
             info["top_logprobs"] = self.top_logprobs
+        if self.engine.is_vllm:
+            info["engine"] = "vllm"
         return info
 
     def identity(self) -> dict[str, Any]:
@@ -103,6 +110,10 @@ def judge_from(path: str | Path | None, settings: dict[str, Any], device: str | 
 
 def build_client(config: JudgeConfig) -> ChatJudge:
     """The client a config describes (a local model is loaded here)."""
+    if config.kind == "local" and config.engine.is_vllm:
+        from lima_align.evaluate.local_vllm import VLLMJudge
+
+        return VLLMJudge(config.model, config.engine, device=config.device)
     if config.kind == "local":
         from lima_align.evaluate.local import LocalJudge
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from jinja2 import TemplateError
@@ -53,8 +53,7 @@ class LocalJudge:
         self.context = getattr(lm.config, "max_position_embeddings", None) or 1 << 30
         self._model_lock = threading.Lock()  # one call at a time on the model, whatever thread or loop asks
         self._loop_lock_of: tuple[Any, asyncio.Lock] | None = None  # (event loop, its lock): calls wait there
-        self._token_texts: list[str] | None = None
-        self._candidate_ids: dict[tuple[str, ...], list[int]] = {}
+        self.texts = TokenTexts(tokenizer)
 
     @classmethod
     def load(cls, model: str, *, device: str | None = None) -> "LocalJudge":
@@ -70,13 +69,7 @@ class LocalJudge:
         return next(self.lm.parameters()).device
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
-        """The model's chat template with the generation prompt; a system turn it rejects is folded in."""
-        try:
-            return _template_ids(self.tokenizer, messages)
-        except TemplateError:
-            if not any(m["role"] == "system" for m in messages):
-                raise
-            return _template_ids(self.tokenizer, fold_system(messages))
+        return judge_prompt_ids(self.tokenizer, messages)
 
     async def complete(self, messages: list[Message], params: CallParams) -> Reply:
         key = params.key or cache_key(f"{self.model}@{self.cache_tag}", "", messages, params.to_dict())
@@ -137,27 +130,52 @@ class LocalJudge:
         """A weighted reply: token text -> logprob for the top ``k`` and every token spelling a candidate."""
         logprobs = self.next_token_logprobs(ids)
         top = logprobs.topk(min(k, logprobs.numel())).indices.tolist()
-        by_text: dict[str, float] = {}
-        for i in sorted(set(top) | set(self.candidate_ids(candidates))):
-            text = self.token_text(i)
-            by_text[text] = _logaddexp(by_text.get(text, -math.inf), float(logprobs[i]))
-        return Reply(self.token_text(int(logprobs.argmax())), len(ids), 1, logprobs=by_text)
+        chosen = set(top) | set(self.texts.candidate_ids(candidates))
+        by_text = self.texts.by_text((i, float(logprobs[i])) for i in chosen)
+        return Reply(self.texts.text(int(logprobs.argmax())), len(ids), 1, logprobs=by_text)
 
-    def token_text(self, token_id: int) -> str:
-        texts = self._texts()
+
+class TokenTexts:
+    """The text of each vocabulary token of a tokenizer, and which tokens spell a verdict (weighted calls)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._texts: list[str] | None = None
+        self._candidate_ids: dict[tuple[str, ...], list[int]] = {}
+
+    def text(self, token_id: int) -> str:
+        texts = self._all()
         return texts[token_id] if token_id < len(texts) else ""
 
     def candidate_ids(self, candidates: tuple[str, ...]) -> list[int]:
         """Every vocabulary id whose text, spaces stripped, is one of ``candidates`` ("A" and " A" alike)."""
         if candidates not in self._candidate_ids:
             wanted = set(candidates)
-            self._candidate_ids[candidates] = [i for i, t in enumerate(self._texts()) if t.strip() in wanted]
+            self._candidate_ids[candidates] = [i for i, t in enumerate(self._all()) if t.strip() in wanted]
         return self._candidate_ids[candidates]
 
-    def _texts(self) -> list[str]:
-        if self._token_texts is None:  # once: the text of every token (~0.3 s for a 49k vocabulary)
-            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
-        return self._token_texts
+    def by_text(self, logprobs: Iterable[tuple[int, float]]) -> dict[str, float]:
+        """(token id, logprob) pairs as token text -> logprob; ids that spell the same text add up."""
+        out: dict[str, float] = {}
+        for i, lp in sorted(logprobs):
+            text = self.text(i)
+            out[text] = _logaddexp(out.get(text, -math.inf), lp)
+        return out
+
+    def _all(self) -> list[str]:
+        if self._texts is None:  # once: the text of every token (~0.3 s for a 49k vocabulary)
+            self._texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return self._texts
+
+
+def judge_prompt_ids(tokenizer: Any, messages: list[Message]) -> list[int]:
+    """The model's chat template with the generation prompt; a system turn it rejects is folded in."""
+    try:
+        return _template_ids(tokenizer, messages)
+    except TemplateError:
+        if not any(m["role"] == "system" for m in messages):
+            raise
+        return _template_ids(tokenizer, fold_system(messages))
 
 
 def require_chat_template(tokenizer: Any, model: str) -> None:

@@ -109,12 +109,14 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop vLLM's engine processes now (not at interpreter exit): the next stage may load another model."""
-        llm = getattr(self, "llm", None)
-        if llm is None:
-            return
-        shutdown = getattr(llm.llm_engine, "shutdown", None) or getattr(llm.llm_engine.engine_core, "shutdown")
-        shutdown()
-        self.llm = None
+        if getattr(self, "llm", None) is not None:
+            shutdown(self.llm)
+            self.llm = None
+
+
+def shutdown(llm: Any) -> None:
+    """Stop a ``vllm.LLM``'s engine processes (its engine core client owns them)."""
+    llm.llm_engine.engine_core.shutdown()
 
 
 def sampling_params(config: SamplingConfig, max_tokens: int, seed: int, stop_ids: set[int]) -> Any:
