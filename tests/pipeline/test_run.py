@@ -140,6 +140,11 @@ def test_paper_run_config_resolves_and_every_source_gets_its_typed_config(tmp_pa
     assert [b.name for b in cfg.baselines] == ["alpaca-65b", "text-davinci-003", "bard", "claude", "gpt-4"]
     assert cfg.select.epochs == "5-10" and cfg.sampling.repetition_penalty == 1.2
     assert cfg.train_launch.startswith("accelerate launch")
+    from lima_align.generate.engines import EngineOptions
+
+    assert cfg.engine == EngineOptions(name="vllm", tensor_parallel_size=4, data_parallel_size=2,
+                                       gpu_memory_utilization=0.9, max_model_len=4096)
+    assert cfg.select.options(cfg.sampling, engine=cfg.engine).engine == cfg.engine  # select decodes on it too
 
 
 def test_missing_inputs_are_listed_before_anything_runs(tmp_path, monkeypatch):
