@@ -89,25 +89,30 @@ def main() -> None:
 
 
 def vllm_vs_hf(args: argparse.Namespace) -> None:
-    """vLLM's tokens/s over our batched HF engine's on the same requests (vLLM's start-up reported apart)."""
+    """vLLM's tokens/s over our batched HF engine's on the same requests (vLLM's start-up reported apart), then
+    how many prompts the two answer with the same tokens under greedy decoding."""
     from lima_align.generate.engines import EngineOptions
     from lima_align.generate.vllm_engine import VLLMEngine
 
     examples = read_examples(args.prompts_file)[: args.prompts]
     requests = [Request(ex.id, [ex.prompt], s) for ex in examples for s in range(args.samples)]
     config = SamplingConfig(max_new_tokens=args.max_new_tokens)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=args.max_new_tokens)
+    firsts = [r for r in requests if r.sample == 0]
     start = time.perf_counter()
     vllm_engine = VLLMEngine(args.model, EngineOptions(name="vllm", enforce_eager=args.enforce_eager), add_eot=True)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     vllm_tokens = sum(c.completion_tokens for c in vllm_engine.generate(requests, config))
     vllm_s = time.perf_counter() - start
+    vllm_greedy = {c.key: c.token_ids for c in vllm_engine.generate(firsts, greedy)}
     vllm_engine.close()
     model, tokenizer, fmt = load_for_generation(args.model, add_eot=True)
     engine = HFEngine(model, tokenizer, fmt, batch_size=args.batch_size)
     start = time.perf_counter()
     hf_tokens = sum(c.completion_tokens for c in engine.generate(requests, config))
     hf_s = time.perf_counter() - start
+    hf_greedy = {c.key: c.token_ids for c in engine.generate(firsts, greedy)}
     vllm_tps, hf_tps = vllm_tokens / vllm_s, hf_tokens / hf_s
     print(f"model {args.model}, {len(examples)} prompts x {args.samples} samples, <= {args.max_new_tokens} "
           f"new tokens, device {engine.device}; LIMA sampling in both")
@@ -116,6 +121,13 @@ def vllm_vs_hf(args: argparse.Namespace) -> None:
     print(f"HF batched engine  : {hf_tokens:7d} tokens in {hf_s:7.1f} s = {hf_tps:8.1f} tokens/s "
           f"(batch {args.batch_size})")
     print(f"ratio vLLM / HF engine: {vllm_tps / hf_tps:.2f}x")
+    differ = [k for k in hf_greedy if hf_greedy[k] != vllm_greedy[k]]
+    print(f"greedy (penalty on), same tokens in both engines: {len(hf_greedy) - len(differ)} of {len(hf_greedy)} "
+          f"prompts")
+    for key in differ:
+        a, b = hf_greedy[key], vllm_greedy[key]
+        at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        print(f"  {key}: first differs at token {at} of {max(len(a), len(b))}")
 
 
 if __name__ == "__main__":
