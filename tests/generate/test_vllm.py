@@ -125,6 +125,19 @@ def test_sampling_is_seeded_per_prompt_and_sample_and_keeps_the_stop_and_length_
     assert too_long.finish_reason == "error" and "context is 512" in too_long.error
 
 
+def test_a_call_abandoned_midway_leaves_nothing_behind_for_the_next(engines):
+    vllm_engine, _ = engines
+    config = SamplingConfig(temperature=0, max_new_tokens=16)
+    requests = [Request(f"p{i}", [p]) for i, p in enumerate(PROMPTS)]
+    running = vllm_engine.generate(requests, config)
+    next(running)
+    running.close()  # the writer died after one row: the other requests are aborted, not left decoding
+    assert not vllm_engine.llm.llm_engine.has_unfinished_requests()
+    again = _by_index(vllm_engine.generate(requests, config))
+    assert [c.key for c in again] == [r.key for r in requests]
+    assert again == _by_index(vllm_engine.generate(requests, config))
+
+
 def test_a_model_without_eot_is_refused_unless_asked(vllm_installed):
     from lima_align.errors import LimaError
     from lima_align.generate.vllm_engine import vllm_folder

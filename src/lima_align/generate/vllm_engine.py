@@ -67,6 +67,7 @@ class VLLMEngine:
         self.llm = vllm.LLM(model=folder, skip_tokenizer_init=True, generation_config="vllm", seed=0,
                             logits_processors=[FQCN], **llm_kwargs(options, device))
         self.context = self.llm.llm_engine.vllm_config.model_config.max_model_len
+        self._calls = 0
 
     def prompt_ids(self, turns: list[str]) -> list[int]:
         return render(turns, self.tokenizer, self.fmt, add_generation_prompt=True).input_ids
@@ -79,7 +80,16 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         engine = self.llm.llm_engine
+        self._calls += 1  # request ids unique across calls: an abandoned call's requests are never taken for ours
         pending: dict[str, tuple[int, Request, list[int], int]] = {}
+        try:
+            yield from self._run(engine, TokensPrompt, requests, config, pending)
+        finally:
+            if pending:  # the caller stopped early (an error, a kill): nothing of this call keeps decoding
+                engine.abort_request(list(pending))
+
+    def _run(self, engine: Any, tokens_prompt: Any, requests: Iterable[Request], config: SamplingConfig,
+             pending: dict[str, tuple[int, Request, list[int], int]]) -> Iterator[Completion]:
         for i, req in enumerate(requests):
             if req.top_logprobs is not None:
                 raise LimaError("the vLLM engine of lima-align does not return logprobs")
@@ -90,13 +100,13 @@ class VLLMEngine:
                 yield Completion(i, req.key, req.sample, "", "error", len(ids), 0, seed,
                                  error=f"prompt has {len(ids)} tokens; the model's context is {self.context}")
                 continue
-            request_id = str(i)
+            request_id = f"{self._calls}-{i}"
             pending[request_id] = (i, req, ids, seed)
-            engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids),
+            engine.add_request(request_id, tokens_prompt(prompt_token_ids=ids),
                                sampling_params(config, budget, seed, self.stop_ids))
-        while engine.has_unfinished_requests():
+        while pending and engine.has_unfinished_requests():
             for out in engine.step():
-                if out.finished:
+                if out.finished and out.request_id in pending:
                     i, req, ids, seed = pending.pop(out.request_id)
                     yield self._finish(i, req, ids, seed, list(out.outputs[0].token_ids))
 
