@@ -2,6 +2,7 @@
 
 import json
 import math
+import socket
 import threading
 import time
 
@@ -173,6 +174,14 @@ BAD = {
     "top_logprobs over 20": ({"model": NAME, "messages": HELLO, "logprobs": True, "top_logprobs": 21}, 400),
     "logprobs not a boolean": ({"model": NAME, "messages": HELLO, "logprobs": "yes"}, 400),
     "logprobs streamed": ({"model": NAME, "messages": HELLO, "logprobs": True, "stream": True}, 400),
+    # hostile input found by an attack run: each of these was a 500 (some as plain text)
+    "temperature NaN": (b'{"model": "smollm2-test", "messages": [{"role": "user", "content": "x"}], '
+                        b'"temperature": NaN}', 400),
+    "top_p NaN": (b'{"model": "smollm2-test", "messages": [{"role": "user", "content": "x"}], "top_p": NaN}', 400),
+    "penalty Infinity": (b'{"model": "smollm2-test", "messages": [{"role": "user", "content": "x"}], '
+                         b'"repetition_penalty": Infinity}', 400),
+    "nested 100,000 deep": (b"[" * 100_000, 400),
+    "invalid UTF-8": (b'{"model": "\xff\xfe"}', 400),
 }
 
 
@@ -183,6 +192,44 @@ def test_bad_requests_get_openai_errors(server, case):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+
+def test_nan_that_gets_past_the_json_reader_is_still_refused():
+    from lima_align.generate.openai_api import ApiError, parse_sampling
+
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        with pytest.raises(ApiError, match="finite") as err:
+            parse_sampling({name: math.nan}, SamplingConfig(), ServerLimits(), room=100)
+        assert err.value.status == 400 and err.value.param == name
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(engine):
+    limits = ServerLimits(max_body_bytes=1000)
+    with serve_in_thread(engine, served_name=NAME, limits=limits) as running:
+        url = f"{running.base_url}/chat/completions"
+        declared = httpx.post(url, content=b"x" * 2000, headers={"Content-Type": "application/json"})
+        assert declared.status_code == 413 and declared.json()["error"]["code"] == "body_too_large"
+        # a 2 GB Content-Length and no body at all: answered at once, from the header (reading it would hang)
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 2000000000\r\n\r\n")
+            assert raw.recv(200).startswith(b"HTTP/1.1 413")
+
+        def chunked():  # no Content-Length: cut off when the stream passes the limit, whatever its total
+            for _ in range(10_000):
+                yield b" " * 1000
+
+        streamed = httpx.post(url, content=chunked(), headers={"Content-Type": "application/json"}, timeout=60)
+        assert streamed.status_code == 413
+        assert _post(running, {"model": NAME, "messages": HELLO, "max_tokens": 2}).status_code == 200
+
+
+def test_no_docs_routes_leak_past_the_api_key(engine):
+    with serve_in_thread(engine, served_name=NAME, api_key="sekrit") as running:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            response = httpx.get(f"{running.url}{path}")
+            assert response.status_code == 404 and response.json()["error"]["message"], path
 
 
 def test_the_openai_client_sees_the_errors(client):

@@ -5,6 +5,7 @@ Every problem is an :class:`ApiError` carrying the HTTP status and OpenAI's erro
 """
 
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -62,6 +63,8 @@ def _number(payload: dict, name: str, default: float, lo: float, hi: float, *,
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ApiError(400, f"'{name}' must be a number", param=name, code="invalid_type")
+    if not math.isfinite(value):
+        raise ApiError(400, f"'{name}' must be a finite number, got {value}", param=name, code="invalid_value")
     if value > hi or value < lo or (lo_open and value == lo):
         bracket = "(" if lo_open else "["
         raise ApiError(400, f"'{name}' must be in {bracket}{lo}, {hi}], got {value}", param=name,
@@ -119,13 +122,23 @@ def parse_turns(messages: Any, system: str = "reject") -> list[str]:
     return [text for _, text in pairs]
 
 
+def body_too_large(limits: ServerLimits) -> ApiError:
+    return ApiError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN / Infinity; JSON has no such numbers
+
+
 def parse_body(raw: bytes, limits: ServerLimits) -> dict[str, Any]:
     if len(raw) > limits.max_body_bytes:
-        raise ApiError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
+        raise body_too_large(limits)
     try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not valid JSON: nested too deeply", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     return payload

@@ -46,7 +46,8 @@ from typing import Any, AsyncIterator, Iterator
 from lima_align.chat_format import render
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.engine import Completion, TokenLogprob
-from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, parse_body, parse_chat_request
+from lima_align.generate.openai_api import (ApiError, ChatParams, ServerLimits, body_too_large, parse_body,
+                                          parse_chat_request)
 from lima_align.generate.worker import BatchWorker, Job
 
 FINISH = {"eot": "stop", "eos": "stop", "length": "length"}
@@ -99,7 +100,8 @@ def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | N
         yield
         served.worker.stop()
 
-    app = FastAPI(title="lima-align", lifespan=lifespan)
+    # no /docs, /redoc, /openapi.json: they would be served without the API key (the API is OpenAI's, documented)
+    app = FastAPI(title="lima-align", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
 
     @app.exception_handler(ApiError)
@@ -109,6 +111,11 @@ def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | N
     @app.exception_handler(HTTPException)
     async def _http_error(_req: Any, exc: HTTPException) -> Any:
         return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _bug(_req: Any, exc: Exception) -> Any:  # a 500 is a bug, but still answered in the API's shape
+        error = ApiError(500, f"internal error: {type(exc).__name__}", type="server_error", code="internal_error")
+        return JSONResponse(error.body(), status_code=500)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -124,9 +131,27 @@ def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | N
     @app.post("/v1/chat/completions")
     async def chat_completions(req: HttpRequest) -> Any:
         served.check_key(req.headers.get("authorization"))
-        return await _chat_completion(served, parse_body(await req.body(), served.limits))
+        return await _chat_completion(served, parse_body(await read_body(req, served.limits), served.limits))
 
     return app
+
+
+async def read_body(req: Any, limits: ServerLimits) -> bytes:
+    """The request body, refused (413) from its Content-Length before reading, or as soon as a chunked body
+    passes the limit: an oversized request never sits in memory whole."""
+    declared = req.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "Content-Length must be a number of bytes", code="invalid_request")
+        if int(declared) > limits.max_body_bytes:
+            raise body_too_large(limits)
+    chunks, size = [], 0
+    async for chunk in req.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise body_too_large(limits)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _chat_completion(served: _Served, payload: dict) -> Any:
