@@ -7,6 +7,13 @@ server's own script and stylesheet, so rendered model output can neither run scr
 
 A label is committed to SQLite before the response is sent (the form posts, then follows a redirect), so what
 the UI shows as saved is on disk.
+
+Hostile input: bodies are read with a size limit (``max_body_bytes``; refused from Content-Length before being
+read), JSON strictly (no NaN, no crash on deep nesting), ids out of SQLite's range are 404; a request that comes
+from another origin - another port of this host included, which SameSite treats as the same site - is refused
+before it can change anything (``Sec-Fetch-Site`` / ``Origin``), and the JSON API takes ``application/json``
+only (a cross-origin form cannot send it without a preflight). Every answer, errors included, carries the security
+headers.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -29,8 +36,11 @@ from lima_align.annotate.pages import HERE, item_view
 from lima_align.annotate.study import add_annotator, validate_label
 from lima_align.errors import LimaError
 from lima_align.formats.turns import parse_turns
+from lima_align.httpbody import BodyError, read_limited, strict_json
 
 COOKIE = "lima_annotate_token"
+MAX_ID = (1 << 63) - 1  # SQLite's integers
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -84,6 +94,8 @@ def annotator_item(store: Store, who: Who, item_id: int) -> tuple[Any, list[Any]
     """The assignment row of ``item_id`` in the annotator's queue, and the queue; 403 / 404 otherwise."""
     if who.admin:
         raise HTTPFail(403, "the admin token has no queue; log in as an annotator")
+    if not 0 <= item_id <= MAX_ID:
+        raise HTTPFail(404, "no such item")
     queue = db.queue(store.conn, who.annotator["id"])
     for rec in queue:
         if rec["item_id"] == item_id:
@@ -134,8 +146,47 @@ def dashboard_data(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def create_app(db_path: str | Path) -> FastAPI:
-    """The app over one study database (created by ``lima-align annotate create-study``)."""
+def security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def cross_origin(request: Request) -> str | None:
+    """Why a state-changing request is not this app's own page or a non-browser client, or None.
+
+    Browsers send ``Sec-Fetch-Site`` (``same-origin`` for our pages, ``none`` for a typed URL; a page on another
+    port of 127.0.0.1 is ``same-site``); without it, an ``Origin`` must name this host and port. A client that sends
+    neither (curl, scripts) is not a browser a page could drive.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:  # every current browser sends it: it decides (our no-referrer policy makes Origin "null")
+        return None if site in ("same-origin", "none") else f"a {site} request"
+    origin = request.headers.get("origin")
+    if origin == "null":
+        return "a request from an opaque origin"
+    # host and port only: behind a TLS-terminating proxy the page is https while this app sees http
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        return f"a request from {origin}"
+    return None
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = strict_json(raw)
+    except BodyError as exc:
+        raise HTTPFail(exc.status, exc.message) from None
+    if not isinstance(body, dict):
+        raise HTTPFail(400, "the body must be a JSON object")
+    return body
+
+
+def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI:
+    """The app over one study database (created by ``lima-align annotate create-study``); bodies over
+    ``max_body_bytes`` are refused (413)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     store = Store(db_path)
@@ -154,21 +205,27 @@ def create_app(db_path: str | Path) -> FastAPI:
             return page("login.html", 401, error=exc.message)
         return page("error.html", exc.status, status=exc.status, message=exc.message)
 
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> Response:  # a 500 is a bug; still shaped, with headers
+        return security_headers(JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500))
+
     @app.middleware("http")
     async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+        if request.method not in SAFE_METHODS and (why := cross_origin(request)):
+            return security_headers(JSONResponse({"error": f"refused: {why} (cross-origin)"}, status_code=403))
+        return security_headers(await call_next(request))
 
     async def who(request: Request) -> Who:
         return await run_in_threadpool(authenticate, store, _token(request))
 
+    async def read_body(request: Request) -> bytes:
+        try:
+            return await read_limited(request, max_body_bytes)
+        except BodyError as exc:
+            raise HTTPFail(exc.status, exc.message) from None
+
     async def read_form(request: Request) -> dict[str, list[str]]:
-        return parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        return parse_qs((await read_body(request)).decode("utf-8", "replace"), keep_blank_values=True)
 
     @app.get("/static/{name}")
     def static(name: str) -> Response:
@@ -241,18 +298,20 @@ def create_app(db_path: str | Path) -> FastAPI:
     @app.post("/api/items/{item_id}/label")
     async def api_label(request: Request, item_id: int) -> JSONResponse:
         me = await who(request)
-        try:
-            label = json.loads(await request.body())["label"]
-        except (ValueError, KeyError, TypeError):
-            raise HTTPFail(422, 'send {"label": ...}') from None
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise HTTPFail(415, "send the label as application/json")
+        body = json_object(await read_body(request))
+        if "label" not in body:
+            raise HTTPFail(422, 'send {"label": ...}')
+        label = body["label"]
         revision = await run_in_threadpool(save, store, me, item_id, label)
         return JSONResponse({"ok": True, "item_id": item_id, "revision": revision})
 
-    _admin_routes(app, store, who, page)
+    _admin_routes(app, store, who, page, read_body)
     return app
 
 
-def _admin_routes(app: FastAPI, store: Store, who, page) -> None:
+def _admin_routes(app: FastAPI, store: Store, who, page, read_body) -> None:
     async def admin(request: Request) -> None:
         if not (await who(request)).admin:
             raise HTTPFail(403, "the dashboard needs the admin token")
@@ -271,10 +330,14 @@ def _admin_routes(app: FastAPI, store: Store, who, page) -> None:
     @app.post("/admin/annotators")
     async def new_annotator(request: Request) -> JSONResponse:
         await admin(request)
-        body = json.loads(await request.body() or b"{}")
-        study = db.study(store.conn, body.get("study"))
-        if study is None or not body.get("name"):
-            raise HTTPFail(422, 'send {"name": ..., "study": ...} (study may be omitted with one study)')
+        body = json_object(await read_body(request) or b"{}")
+        name, study_name = body.get("name"), body.get("study")
+        if not isinstance(name, str) or not name.strip() or not isinstance(study_name, (str, type(None))):
+            raise HTTPFail(422, 'send {"name": "...", "study": "..."} (strings; study may be omitted with one '
+                                'study)')
+        study = db.study(store.conn, study_name)
+        if study is None:
+            raise HTTPFail(422, f"no study {study_name!r}" if study_name else "name the study")
         try:
             token = await run_in_threadpool(add_annotator, store.conn, study, str(body["name"]))
         except LimaError as exc:
@@ -284,8 +347,16 @@ def _admin_routes(app: FastAPI, store: Store, who, page) -> None:
     @app.post("/admin/close")
     async def close(request: Request) -> Response:
         await admin(request)
-        form = await request.body()
-        body = json.loads(form) if form.startswith(b"{") else {k: v[-1] for k, v in parse_qs(form.decode()).items()}
+        form = await read_body(request)
+        if form.lstrip().startswith(b"{"):
+            body = json_object(form)
+        else:
+            try:
+                body = {k: v[-1] for k, v in parse_qs(form.decode("utf-8", "strict")).items()}
+            except UnicodeDecodeError:
+                raise HTTPFail(400, "the form is not UTF-8") from None
+        if not isinstance(body.get("study"), (str, type(None))):
+            raise HTTPFail(422, "study must be a string")
         study = db.study(store.conn, body.get("study"))
         if study is None:
             raise HTTPFail(422, "name the study")

@@ -4,13 +4,13 @@ Every problem is an :class:`ApiError` carrying the HTTP status and OpenAI's erro
 4xx instead of failing. Bounds on sampling settings live in :class:`ServerLimits`.
 """
 
-import json
 import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from lima_align.generate.decoding import SamplingConfig
+from lima_align.httpbody import BodyError, strict_json
 
 UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logit_bias")
 
@@ -122,23 +122,13 @@ def parse_turns(messages: Any, system: str = "reject") -> list[str]:
     return [text for _, text in pairs]
 
 
-def body_too_large(limits: ServerLimits) -> ApiError:
-    return ApiError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN / Infinity; JSON has no such numbers
-
-
 def parse_body(raw: bytes, limits: ServerLimits) -> dict[str, Any]:
     if len(raw) > limits.max_body_bytes:
-        raise body_too_large(limits)
+        raise ApiError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
     try:
-        payload = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "the body is not valid JSON: nested too deeply", code="invalid_json") from None
+        payload = strict_json(raw)
+    except BodyError as exc:
+        raise ApiError(exc.status, exc.message, code=exc.code) from None
     if not isinstance(payload, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     return payload

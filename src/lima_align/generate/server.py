@@ -46,9 +46,9 @@ from typing import Any, AsyncIterator, Iterator
 from lima_align.chat_format import render
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.engine import Completion, TokenLogprob
-from lima_align.generate.openai_api import (ApiError, ChatParams, ServerLimits, body_too_large, parse_body,
-                                          parse_chat_request)
+from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, parse_body, parse_chat_request
 from lima_align.generate.worker import BatchWorker, Job
+from lima_align.httpbody import BodyError, read_limited
 
 FINISH = {"eot": "stop", "eos": "stop", "length": "length"}
 
@@ -137,21 +137,11 @@ def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | N
 
 
 async def read_body(req: Any, limits: ServerLimits) -> bytes:
-    """The request body, refused (413) from its Content-Length before reading, or as soon as a chunked body
-    passes the limit: an oversized request never sits in memory whole."""
-    declared = req.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "Content-Length must be a number of bytes", code="invalid_request")
-        if int(declared) > limits.max_body_bytes:
-            raise body_too_large(limits)
-    chunks, size = [], 0
-    async for chunk in req.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise body_too_large(limits)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body, refused (413) before it is read whole when it is over the limit."""
+    try:
+        return await read_limited(req, limits.max_body_bytes)
+    except BodyError as exc:
+        raise ApiError(exc.status, exc.message, code=exc.code) from None
 
 
 async def _chat_completion(served: _Served, payload: dict) -> Any:
