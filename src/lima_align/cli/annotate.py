@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--db", required=True, help="study database (SQLite)")
     s.add_argument("--host", default="127.0.0.1", help="default %(default)s (use a reverse proxy with TLS beyond)")
     s.add_argument("--port", type=int, default=8765, help="default %(default)s")
+    s.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                   help="larger request bodies are refused with 413 before being read (default %(default)s)")
     s.set_defaults(func=cmd_serve)
 
     c = asub.add_parser("create-study", help="a study from outputs files; prints the admin token the first time")
@@ -73,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lima_align.annotate.app import create_app
 
     _open(args).close()
-    uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(args.db, max_body_bytes=args.max_body_bytes), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="largest max_tokens a request may ask for (default %(default)s)")
     serve.add_argument("--system", choices=("reject", "ignore"), default="reject",
                        help="a leading system message: 400 (default), or drop it")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                       help="larger request bodies are refused with 413 before being read (default %(default)s)")
     add_sampling_options(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -35,9 +37,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lima_align.generate.server import serve
 
     defaults = sampling_from_args(args)
-    if args.max_tokens_cap < 1 or args.batch_size < 1:
-        raise LimaError("--max-tokens-cap and --batch-size must be >= 1")
-    limits = ServerLimits(max_tokens=args.max_tokens_cap, system=args.system)
+    if args.max_tokens_cap < 1 or args.batch_size < 1 or args.max_body_bytes < 1:
+        raise LimaError("--max-tokens-cap, --batch-size and --max-body-bytes must be >= 1")
+    limits = ServerLimits(max_tokens=args.max_tokens_cap, system=args.system, max_body_bytes=args.max_body_bytes)
     engine = engine_from_args(args, args.batch_size)
     serve(engine, host=args.host, port=args.port, served_name=args.served_name or args.model,
           api_key=args.api_key, defaults=defaults, limits=limits, window_s=args.batch_window_ms / 1000)
