@@ -242,6 +242,22 @@ def test_entities_are_never_expanded(tmp_path, doctype):
         curate_stackexchange([str(write_site(tmp_path, data))], StackExchangeConfig())
 
 
+@pytest.mark.parametrize("bypass", ["comment", "padding", "utf-16"])
+def test_the_entity_check_is_the_parsers_not_a_byte_scan(tmp_path, bypass):
+    # each got past a scan of the first 1 MiB up to the first "<row", and the entity's text reached the output
+    rows = qa(1, 2)
+    rows[1]["Body"] = LONG + "<p>&x;</p>"
+    prolog = {"comment": '<?xml version="1.0"?>\n<!-- <row -->\n',
+              "padding": '<?xml version="1.0"?>\n<!--' + " " * (1 << 20) + '-->\n',
+              "utf-16": '<?xml version="1.0" encoding="UTF-16"?>\n'}[bypass]
+    data = posts_xml(rows, prolog + '<!DOCTYPE posts [<!ENTITY x "EXPANDED-ENTITY">]>\n')
+    data = data.replace(b"&amp;x;", b"&x;")
+    if bypass == "utf-16":
+        data = data.decode("utf-8").encode("utf-16")
+    with pytest.raises(DataError, match="declares XML entities"):
+        curate_stackexchange([str(write_site(tmp_path, data))], StackExchangeConfig())
+
+
 def test_zero_output_is_not_silent(se_data, tmp_path, capsys):
     code, err = run([str(se_data / SITES[1]), "--out", str(tmp_path / "c.jsonl"), "--min-score", "100000"],
                     capsys)

@@ -8,7 +8,9 @@ hands chunks over a small bounded queue), never extracted to disk. Each ``<row>`
 Dump quirks accepted: a UTF-8 BOM, ``<!DOCTYPE ...>`` lines, ``Tags`` as ``<a><b>`` or ``|a|b|``, post types
 other than 1 and 2. A dump that declares XML entities (``<!ENTITY``, the "billion laughs" and external-entity
 attacks) is refused: libxml2 expands internal entities inside attribute values even with entity resolution
-off, and a real dump declares none. Broken input (truncated or corrupt archive or XML, invalid UTF-8) raises a
+off, and a real dump declares none. The decision is libxml2's own view of the document type (its internal DTD
+subset, read before the first row is used), so neither the encoding, nor padding, nor a comment before the
+declaration gets past it; a byte scan of the first chunk refuses the plain case before parsing. Broken input (truncated or corrupt archive or XML, invalid UTF-8) raises a
 :class:`~lima_align.errors.DataError` naming the file, line and byte offset; a row with missing or bad
 attributes is a counted skip.
 """
@@ -199,12 +201,12 @@ def iter_rows(dump: DumpInput, counts: dict[str, int],
         if where.offset == 0:
             _check_prolog(chunk, dump)
         _feed(parser, chunk, where)
-        yield from _drain(parser, counts)
+        yield from _drain(parser, counts, where)
         where.offset += len(chunk)
         if progress is not None:
             progress(len(chunk))
     _feed(parser, None, where)
-    yield from _drain(parser, counts)
+    yield from _drain(parser, counts, where)
     if not counts:
         raise DataError("no <row> elements: not a Stack Exchange Posts.xml", where.label)
 
@@ -213,6 +215,7 @@ def iter_rows(dump: DumpInput, counts: dict[str, int],
 class _Position:
     dump: DumpInput
     offset: int = 0
+    doctype_checked: bool = False
 
     @property
     def label(self) -> str:
@@ -242,8 +245,22 @@ def _check_prolog(head: bytes, dump: DumpInput) -> None:
                         "and a real Stack Exchange dump declares none", dump.path)
 
 
-def _drain(parser: etree.XMLPullParser, counts: dict[str, int]) -> Iterator[tuple[int, etree._Element]]:
+def _check_doctype(elem: etree._Element, where: _Position) -> None:
+    """Refuse a document whose internal DTD subset declares entities, as libxml2 itself parsed it: whatever the
+    encoding, padding or comments before it (the byte scan of :func:`_check_prolog` only refuses early)."""
+    dtd = elem.getroottree().docinfo.internalDTD
+    names = [entity.name for entity in dtd.iterentities()] if dtd is not None else []
+    if names:
+        raise DataError(f"the dump declares XML entities ({', '.join(sorted(names)[:5])}); they are never "
+                        "expanded, and a real Stack Exchange dump declares none", where.label)
+
+
+def _drain(parser: etree.XMLPullParser, counts: dict[str, int],
+           where: _Position | None = None) -> Iterator[tuple[int, etree._Element]]:
     for _, elem in parser.read_events():
+        if where is not None and not where.doctype_checked:  # the first row: the prolog and DTD are parsed
+            _check_doctype(elem, where)
+            where.doctype_checked = True
         kind = elem.get("PostTypeId") or "missing"
         counts[kind] = counts.get(kind, 0) + 1
         if kind == "1":
