@@ -164,6 +164,15 @@ def test_broken_7z_is_a_clear_error(se_data, tmp_path, capsys, damage):
     code, err = run([str(archive), "--out", str(tmp_path / "c.jsonl")], capsys)
     assert code == 2
     assert str(archive) in err and "Traceback" not in err and err.count("\n") <= 2, err
+    assert "truncated or corrupt" in err or "corrupt or truncated" in err, err
+
+
+def test_malformed_xml_is_located_by_line_and_column_not_by_chunk(tmp_path):
+    data = posts_xml(qa(1, 2) + qa(3, 4)).decode().splitlines()
+    data[4] = data[4].replace("<row ", "<row <", 1)  # line 5 of the file
+    with pytest.raises(DataError, match=r"malformed XML at line 5, column \d+") as err:
+        curate_stackexchange([str(write_site(tmp_path, "\n".join(data).encode()))], StackExchangeConfig())
+    assert "byte" not in str(err.value)
 
 
 def posts_xml(rows: list[dict], head: str = '<?xml version="1.0" encoding="utf-8"?>\n') -> bytes:

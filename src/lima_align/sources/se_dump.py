@@ -92,7 +92,8 @@ def _find_member(archive: Path) -> tuple[str, int]:
         with py7zr.SevenZipFile(archive, mode="r") as zf:
             infos = zf.list()
     except Exception as exc:  # py7zr raises many types (Bad7zFile, EOFError, LZMAError, ...) for bad archives
-        raise DataError(f"cannot open 7z archive: {exc or type(exc).__name__}", archive) from None
+        raise DataError(f"cannot open the 7z archive: truncated or corrupt ({exc or type(exc).__name__})",
+                        archive) from None
     for info in infos:
         if info.filename.replace("\\", "/").rsplit("/", 1)[-1].lower() == "posts.xml":
             return info.filename, int(info.uncompressed or 0)
@@ -230,10 +231,11 @@ def _feed(parser: etree.XMLPullParser, chunk: bytes | None, where: _Position) ->
         else:
             parser.feed(chunk)
     except etree.XMLSyntaxError as exc:
+        # libxml2 knows the line and column; the byte count is only where the chunk it was reading ends
+        line, column = getattr(exc, "position", None) or (exc.lineno, 0)
         size = 0 if chunk is None else len(chunk)
-        msg = exc.msg or str(exc)
-        raise DataError(f"malformed XML near byte {where.offset + size}: {msg}", where.label,
-                        exc.lineno or None) from None
+        at = f"line {line}, column {column}" if line else f"the chunk ending at byte {where.offset + size}"
+        raise DataError(f"malformed XML at {at}: {exc.msg or exc}", where.label, line or None) from None
 
 
 def _check_prolog(head: bytes, dump: DumpInput) -> None:
