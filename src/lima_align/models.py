@@ -115,37 +115,41 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
 
 
 def materialise_builtin(name: str) -> Path:
-    """Build the safetensors folder for a built-in model if the cache lacks it; return the folder.
-
-    A lock file makes concurrent processes (test workers, several jobs) convert it only once.
-    """
+    """Build the safetensors folder for a built-in model if the cache lacks it; return the folder."""
     model = BUILTINS[name]
-    target = builtin_dir(name)
-    if is_cached(name):
-        return target
-    if not is_installed(model):
+    if not is_cached(name) and not is_installed(model):
         raise LimaError(f"built-in model '{name}' needs the package {model.package}: {model.install_hint}")
+    return build_once(builtin_dir(name), lambda tmp: _build_into(model, tmp), lambda _: is_cached(name))
+
+
+def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Path], bool]) -> Path:
+    """``target`` built by ``build(folder)`` unless ``ready(target)``: once across processes (a lock file makes
+    concurrent test workers or jobs wait for the first), atomically (built in a temporary folder, then renamed; a
+    stale incomplete ``target`` is replaced)."""
+    if ready(target):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{name}.lock", "w") as lock:
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not is_cached(name):  # another process may have finished while we waited
-            _build_into(model, target)
+        if ready(target):  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            build(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return target
 
 
-def _build_into(model: BuiltinModel, target: Path) -> None:
+def _build_into(model: BuiltinModel, folder: Path) -> None:
     gguf = model.locate_gguf()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
-    try:
-        _convert_gguf(gguf, tmp)
-        (tmp / _MARKER).write_text(json.dumps({"name": model.name, "package": model.package,
-                                               "gguf": gguf.name}, indent=2))
-        if target.exists():  # a stale, incomplete folder (no marker): replace it
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _convert_gguf(gguf, folder)
+    (folder / _MARKER).write_text(json.dumps({"name": model.name, "package": model.package, "gguf": gguf.name},
+                                             indent=2))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

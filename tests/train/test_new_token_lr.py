@@ -50,7 +50,8 @@ def test_new_token_rows_move_k_times_as_far_and_nothing_else_changes(lima_path, 
     assert torch.equal(plain[name][others], fast[name][others])
 
 
-def test_lora_checkpoint_loads_merged_and_its_token_rows_move_faster(lima_path, base_tokenizer, tmp_path):
+def test_lora_checkpoint_loads_merged_and_its_token_rows_move_faster(lima_path, base_tokenizer, tmp_path,
+                                                                     monkeypatch):
     from transformers import TrainerCallback
 
     from lima_align.models import load_model
@@ -81,6 +82,25 @@ def test_lora_checkpoint_loads_merged_and_its_token_rows_move_faster(lima_path, 
                           if "trainable_tokens" in k) for label, path in runs.items()}
     initial = load_model(str(base_dir)).get_input_embeddings().weight.detach().mean(dim=0)  # the mean init
     torch.testing.assert_close(deltas["fast"][0] - initial, 3 * (deltas["plain"][0] - initial), rtol=1e-3, atol=1e-6)
+
+    # vLLM cannot read an adapter folder: the vLLM engine gets it materialised once as the merged model
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from lima_align.generate.vllm_engine import vllm_folder
+
+    monkeypatch.setenv("LIMA_ALIGN_CACHE", str(tmp_path / "cache"))
+    folder, tokenizer, fmt = vllm_folder(str(runs["fast"]))
+    assert Path(folder).parent == tmp_path / "cache" / "vllm" and fmt.eot in tokenizer.get_vocab()
+    with torch.no_grad():
+        logits = AutoModelForCausalLM.from_pretrained(folder).eval()(input_ids=probe).logits
+    torch.testing.assert_close(logits, seen["logits"], rtol=1e-4, atol=1e-5)
+    built = (Path(folder) / "model.safetensors").stat().st_mtime_ns
+    assert vllm_folder(str(runs["fast"]))[0] == folder  # the second engine finds it built
+    assert (Path(folder) / "model.safetensors").stat().st_mtime_ns == built
+    with pytest.raises(LimaError, match="--add-eot"):  # the base model has no EOT
+        vllm_folder(str(base_dir))
 
 
 def test_sharded_strategies_refuse_new_token_lr(lima_path, tmp_path):

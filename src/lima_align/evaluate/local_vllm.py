@@ -32,17 +32,16 @@ class VLLMJudge:
     cache_tag = "chat-template+vllm"  # its own cache keys: another engine's sampled draws are other draws
 
     def __init__(self, model: str, options: EngineOptions = EngineOptions(name="vllm"), device: str | None = None):
-        from lima_align.generate.vllm_engine import import_vllm, llm_kwargs
+        from lima_align.generate.vllm_engine import import_vllm, new_llm
 
-        vllm = import_vllm()
+        import_vllm()  # before the tokenizer: say at once that vLLM is missing
         self.model = model
         self.tokenizer = load_tokenizer(model)
         require_chat_template(self.tokenizer, model)
         self.texts = TokenTexts(self.tokenizer)
         eos = self.tokenizer.eos_token_id
         self.stop_ids = sorted(end_of_turn_ids(self.tokenizer) | ({eos} if eos is not None else set()))
-        self.llm = vllm.LLM(model=resolve_model(model), skip_tokenizer_init=True, generation_config="vllm", seed=0,
-                            **llm_kwargs(options, device))
+        self.llm = new_llm(resolve_model(model), options, device)
         self.context = self.llm.llm_engine.vllm_config.model_config.max_model_len
         self._lock = threading.Lock()  # the engine is not thread-safe: adds and steps take turns
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}

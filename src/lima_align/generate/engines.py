@@ -2,10 +2,9 @@
 
 Every place that generates (``lima-align generate``, ``select``, the run recipe's generate stage, ``ablate``)
 takes an :class:`EngineOptions`; :func:`lima_align.generate.batch.open_engine` builds the engine it names and
-frees it afterwards. Both
-engines take the same :class:`~lima_align.generate.engine.Request` objects and yield the same
-:class:`~lima_align.generate.engine.Completion` objects, so the output rows, resumability and seeding contract
-are shared (what differs under vLLM is said in :mod:`lima_align.generate.vllm_engine`).
+frees it afterwards. Both engines take the same :class:`~lima_align.generate.engine.Request` objects and yield
+the same :class:`~lima_align.generate.engine.Completion` objects, so the output rows, resumability and seeding
+contract are shared (what differs under vLLM is said in :mod:`lima_align.generate.vllm_engine`).
 """
 
 from __future__ import annotations

