@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +18,12 @@ def client(study_db):
 
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
+
+
+def form_token(page: str) -> str:
+    """The form token a rendered page put in its forms."""
+    (token,) = set(re.findall(r'name="csrf" value="([0-9a-f]{32})"', page))
+    return token
 
 
 def queue_ids(client, token: str) -> list[int]:
@@ -68,10 +76,11 @@ def test_login_cookie_label_change_and_close(client, study_db):
     assert "samesite=strict" in r.headers["set-cookie"].lower()
     first = client.get("/", follow_redirects=False).headers["location"]
     item = int(first.split("/")[-1])
-    r = client.post(f"/items/{item}", data={"label": "A"}, follow_redirects=False)
+    csrf = form_token(client.get(first).text)
+    r = client.post(f"/items/{item}", data={"label": "A", "csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].endswith(f"?saved={item}")
     assert "1 / 6 labelled" in client.get(r.headers["location"]).text
-    assert client.post(f"/items/{item}", data={"label": "bogus"}).status_code == 422
+    assert client.post(f"/items/{item}", data={"label": "bogus", "csrf": csrf}).status_code == 422
     r = client.post(f"/api/items/{item}/label", json={"label": "tie"})
     assert r.json() == {"ok": True, "item_id": item, "revision": 2}
     assert client.post("/admin/close", json={"study": "pw"}, headers=bearer(study_db["admin"]),

@@ -55,3 +55,30 @@ def test_nucleus_keeps_the_smallest_set_reaching_p():
 def test_row_seed_is_stable_and_distinct():
     assert row_seed(0, "a", 0) == row_seed(0, "a", 0)
     assert len({row_seed(0, "a", 0), row_seed(0, "a", 1), row_seed(1, "a", 0), row_seed(0, "b", 0)}) == 4
+
+
+@pytest.mark.parametrize("top_p", [5e-324, 1e-45, 1e-12])
+def test_a_vanishing_top_p_samples_the_most_likely_token(top_p):
+    """Found by the schemathesis run of the server: top_p=5e-324 is 0 in float32, the nucleus was empty and the
+    multinomial draw raised (a 500)."""
+    from lima_align.generate.decoding import next_tokens
+
+    logits = torch.log(torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))
+    seen = torch.zeros(2, 3, dtype=torch.bool)
+    config = SamplingConfig(temperature=1.0, top_p=top_p, repetition_penalty=1.0)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    assert next_tokens(logits, seen, config, gens).tolist() == [1, 0]
+    assert torch.isfinite(nucleus_filter(logits, top_p)).tolist() == [[False, True, False], [True, False, False]]
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 9e-6])
+def test_a_vanishing_temperature_is_greedy(temperature):
+    """Found by the schemathesis run: logits / 5e-324 are inf, the probabilities NaN, and the draw raised."""
+    from lima_align.generate.decoding import next_tokens
+
+    logits = torch.tensor([[0.1, 2.0, 1.9], [3.0, -1.0, 2.99]])
+    config = SamplingConfig(temperature=temperature, top_p=0.9, repetition_penalty=1.0)
+    assert config.greedy
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    assert next_tokens(logits, torch.zeros(2, 3, dtype=torch.bool), config, gens).tolist() == [1, 0]
+    assert not SamplingConfig(temperature=1e-4).greedy

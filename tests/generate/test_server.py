@@ -166,6 +166,8 @@ BAD = {
     "n": ({"model": NAME, "messages": HELLO, "n": 100}, 400),
     "seed type": ({"model": NAME, "messages": HELLO, "seed": "x"}, 400),
     "max_tokens over cap": ({"model": NAME, "messages": HELLO, "max_tokens": 65}, 400),
+    "max_tokens bad beside a good max_completion_tokens": ({"model": NAME, "messages": HELLO, "max_tokens": 0,
+                                                           "max_completion_tokens": 2}, 400),
     "max_tokens zero": ({"model": NAME, "messages": HELLO, "max_tokens": 0}, 400),
     "over the context": ({"model": NAME, "messages": [{"role": "user", "content": "word " * 230}],
                           "max_tokens": 64}, 400),
@@ -173,6 +175,10 @@ BAD = {
     "top_logprobs without logprobs": ({"model": NAME, "messages": HELLO, "top_logprobs": 3}, 400),
     "top_logprobs over 20": ({"model": NAME, "messages": HELLO, "logprobs": True, "top_logprobs": 21}, 400),
     "logprobs not a boolean": ({"model": NAME, "messages": HELLO, "logprobs": "yes"}, 400),
+    "stream 0": ({"model": NAME, "messages": HELLO, "stream": 0}, 400),
+    "stream_options empty list": ({"model": NAME, "messages": HELLO, "stream_options": []}, 400),
+    "include_usage not a boolean": ({"model": NAME, "messages": HELLO, "stream": True,
+                                     "stream_options": {"include_usage": "yes"}}, 400),
     "logprobs streamed": ({"model": NAME, "messages": HELLO, "logprobs": True, "stream": True}, 400),
     # hostile input found by an attack run: each of these was a 500 (some as plain text)
     "temperature NaN": (b'{"model": "smollm2-test", "messages": [{"role": "user", "content": "x"}], '
@@ -316,3 +322,24 @@ def test_serve_and_chat_commands_are_registered():
     assert (args.port, args.api_key, args.served_name, args.temperature, args.system) == (9001, "k", "judge",
                                                                                            0.2, "ignore")
     assert build_parser().parse_args(["chat", "--model", "m"]).func.__name__ == "cmd_chat"
+
+
+def test_fuzzing_the_server_finds_no_server_error(engine):
+    """schemathesis with our OpenAPI description of the server (its limits as bounds), schema-valid and
+    schema-violating requests, with the key, a wrong key and none."""
+    import schemathesis
+
+    from tests.schema_fuzz import by_status, fuzz
+
+    limits = ServerLimits(max_tokens=3, max_context=96, max_n=2)
+    with serve_in_thread(engine, served_name=NAME, api_key="sekrit", limits=limits, window_s=0.0) as running:
+        schema = schemathesis.openapi.from_dict(running.app.openapi())
+        who = [{"Authorization": "Bearer sekrit"}] * 3 + [{"Authorization": "Bearer wrong"}, {}]
+        seen = fuzz(schema, running.url, who, examples=300)
+        assert running.worker.stats.batches > 0  # some requests were valid all the way to the model
+    statuses = by_status(seen)
+    print("serve fuzz:", dict(sorted(statuses.items())), "completions:", seen[("POST /v1/chat/completions", 200)])
+    assert not [s for s in statuses if s >= 500]
+    assert {op for op, _ in seen} == {"GET /health", "GET /v1/models", "POST /v1/chat/completions"}
+    assert statuses[200] > 20 and statuses[400] > 20 and statuses[401] > 20
+    assert seen[("POST /v1/chat/completions", 200)] >= 5, seen

@@ -9,11 +9,13 @@ A label is committed to SQLite before the response is sent (the form posts, then
 the UI shows as saved is on disk.
 
 Hostile input: bodies are read with a size limit (``max_body_bytes``; refused from Content-Length before being
-read), JSON strictly (no NaN, no crash on deep nesting), ids out of SQLite's range are 404; a request that comes
-from another origin - another port of this host included, which SameSite treats as the same site - is refused
-before it can change anything (``Sec-Fetch-Site`` / ``Origin``), and the JSON API takes ``application/json``
-only (a cross-origin form cannot send it without a preflight). Every answer, errors included, carries the security
-headers.
+read), JSON strictly (no NaN, no crash on deep nesting) and then validated by the pydantic models of
+:mod:`~lima_align.annotate.api`; ids out of SQLite's range are 404. CSRF, three layers: a request that comes from
+another origin - another port of this host included, which SameSite treats as the same site - is refused before it
+can change anything (``Sec-Fetch-Site`` / ``Origin``); every form a logged-in page posts carries the session's form
+token (checked whenever the cookie, not an ``Authorization`` header, authenticates it); the JSON API takes
+``application/json`` only (a cross-origin page cannot send it without a preflight). Every answer, errors included,
+is in the route's shape (JSON under /api/ and /admin/, a page elsewhere) with the security headers.
 """
 
 from __future__ import annotations
@@ -23,32 +25,31 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from lima_align.annotate import db
-from lima_align.annotate.export import export_rows
-from lima_align.evaluate.agreement import agreement_from_rows
+from lima_align.annotate.admin import admin_routes
+from lima_align.annotate.api import (COOKIE, FIELD, QUEUE, SAVED, HTTPFail, LabelBody, check_form_token, cross_origin, form_body,
+                                     form_token, json_body, json_object, media_type, parse,
+                                     responses, token_of)
 from lima_align.annotate.pages import HERE, item_view
-from lima_align.annotate.study import add_annotator, validate_label
+from lima_align.annotate.study import validate_label
 from lima_align.errors import LimaError
 from lima_align.formats.turns import parse_turns
-from lima_align.httpbody import BodyError, read_limited, strict_json
+from lima_align.httpbody import BodyError, read_limited
 
-COOKIE = "lima_annotate_token"
 MAX_ID = (1 << 63) - 1  # SQLite's integers
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
-
-
-class HTTPFail(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
+HTML = "text/html"
 
 
 @dataclass
@@ -70,13 +71,6 @@ class Store:
         if getattr(self._local, "conn", None) is None:
             self._local.conn = db.connect(self.path)
         return self._local.conn
-
-
-def _token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.cookies.get(COOKIE) or None
 
 
 def authenticate(store: Store, token: str | None) -> Who:
@@ -135,17 +129,6 @@ def form_label(kind: str, form: dict[str, list[str]]) -> Any:
     return one.get("label")
 
 
-def dashboard_data(store: Store) -> list[dict[str, Any]]:
-    out = []
-    for study in db.studies(store.conn):
-        people = [{"name": a["name"], "done": db.progress(store.conn, a["id"])[0],
-                   "assigned": db.progress(store.conn, a["id"])[1]} for a in db.annotators(store.conn, study["id"])]
-        rows = export_rows(store.conn, study) if study["kind"] != "review" else []
-        out.append({"name": study["name"], "kind": study["kind"], "closed": bool(study["closed"]),
-                    "annotators": people, "agreement": agreement_from_rows(rows, study["kind"]) if rows else []})
-    return out
-
-
 def security_headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -153,35 +136,6 @@ def security_headers(response: Response) -> Response:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers.setdefault("Cache-Control", "no-store")
     return response
-
-
-def cross_origin(request: Request) -> str | None:
-    """Why a state-changing request is not this app's own page or a non-browser client, or None.
-
-    Browsers send ``Sec-Fetch-Site`` (``same-origin`` for our pages, ``none`` for a typed URL; a page on another
-    port of 127.0.0.1 is ``same-site``); without it, an ``Origin`` must name this host and port. A client that sends
-    neither (curl, scripts) is not a browser a page could drive.
-    """
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:  # every current browser sends it: it decides (our no-referrer policy makes Origin "null")
-        return None if site in ("same-origin", "none") else f"a {site} request"
-    origin = request.headers.get("origin")
-    if origin == "null":
-        return "a request from an opaque origin"
-    # host and port only: behind a TLS-terminating proxy the page is https while this app sees http
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
-        return f"a request from {origin}"
-    return None
-
-
-def json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = strict_json(raw)
-    except BodyError as exc:
-        raise HTTPFail(exc.status, exc.message) from None
-    if not isinstance(body, dict):
-        raise HTTPFail(400, "the body must be a JSON object")
-    return body
 
 
 def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI:
@@ -194,16 +148,29 @@ def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
     app = FastAPI(title="lima-align annotate", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def page(name: str, code: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context), status_code=code)
+    def page(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
+        token = token_of(request)
+        csrf = form_token(token) if token else ""
+        return HTMLResponse(env.get_template(name).render(csrf=csrf, **context), status_code=code)
+
+    def refusal(request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith(("/api/", "/admin/")):
+            return JSONResponse({"error": message}, status_code=status)
+        if status == 401:
+            return page(request, "login.html", 401, error=message)
+        return page(request, "error.html", status, status=status, message=message)
 
     @app.exception_handler(HTTPFail)
     async def on_fail(request: Request, exc: HTTPFail) -> Response:
-        if request.url.path.startswith(("/api/", "/admin/")):
-            return JSONResponse({"error": exc.message}, status_code=exc.status)
-        if exc.status == 401:
-            return page("login.html", 401, error=exc.message)
-        return page("error.html", exc.status, status=exc.status, message=exc.message)
+        return refusal(request, exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_path(request: Request, exc: RequestValidationError) -> Response:
+        return refusal(request, 404, "no such item")  # the only parameters are item ids in paths
+
+    @app.exception_handler(HTTPException)
+    async def on_routing(request: Request, exc: HTTPException) -> Response:  # unknown path, wrong method
+        return refusal(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> Response:  # a 500 is a bug; still shaped, with headers
@@ -212,11 +179,11 @@ def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI
     @app.middleware("http")
     async def headers(request: Request, call_next):
         if request.method not in SAFE_METHODS and (why := cross_origin(request)):
-            return security_headers(JSONResponse({"error": f"refused: {why} (cross-origin)"}, status_code=403))
+            return security_headers(refusal(request, 403, f"refused: {why} (cross-origin)"))
         return security_headers(await call_next(request))
 
     async def who(request: Request) -> Who:
-        return await run_in_threadpool(authenticate, store, _token(request))
+        return await run_in_threadpool(authenticate, store, token_of(request))
 
     async def read_body(request: Request) -> bytes:
         try:
@@ -227,17 +194,23 @@ def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI
     async def read_form(request: Request) -> dict[str, list[str]]:
         return parse_qs((await read_body(request)).decode("utf-8", "replace"), keep_blank_values=True)
 
-    @app.get("/static/{name}")
-    def static(name: str) -> Response:
+    async def read_json(request: Request) -> dict[str, Any]:
+        if media_type(request) != "application/json":
+            raise HTTPFail(415, "send the body as application/json")
+        return json_object(await read_body(request))
+
+    @app.get("/static/{name}", responses=responses({200: "text/css"}, (404,), html=True))
+    def static(request: Request, name: str) -> Response:
         if name not in STATIC:
             raise HTTPFail(404, "no such file")
         return FileResponse(HERE / "static" / name, media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
-    @app.get("/login", response_class=HTMLResponse)
-    def login_page() -> HTMLResponse:
-        return page("login.html")
+    @app.get("/login", response_class=HTMLResponse, responses=responses({200: HTML}, ()))
+    def login_page(request: Request) -> HTMLResponse:
+        return page(request, "login.html")
 
-    @app.post("/login")
+    @app.post("/login", responses=responses({303: ""}, (401, 403, 413), html=True),
+              openapi_extra=form_body({"token": FIELD}, ("token",)))
     async def login(request: Request) -> Response:
         token = (await read_form(request)).get("token", [""])[-1].strip()
         await run_in_threadpool(authenticate, store, token)
@@ -245,13 +218,17 @@ def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
 
-    @app.post("/logout")
-    def logout() -> Response:
+    @app.post("/logout", responses=responses({303: ""}, (403, 413), html=True),
+              openapi_extra=form_body({"csrf": FIELD}))
+    async def logout(request: Request) -> Response:
+        form = await read_form(request)
+        if request.cookies.get(COOKIE):  # a logged-in page's form: it carries the token
+            check_form_token(request, form)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
 
-    @app.get("/")
+    @app.get("/", responses=responses({303: ""}, (401,), html=True))
     async def home(request: Request) -> Response:
         me = await who(request)
         if me.admin:
@@ -260,32 +237,37 @@ def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI
         pending = [r["item_id"] for r in queue if r["label"] is None]
         return RedirectResponse(f"/items/{pending[0]}" if pending else "/queue", status_code=303)
 
-    @app.get("/queue", response_class=HTMLResponse)
+    @app.get("/queue", response_class=HTMLResponse, responses=responses({200: HTML}, (401, 403), html=True))
     async def queue_page(request: Request) -> HTMLResponse:
         me = await who(request)
         if me.admin:
             raise HTTPFail(403, "the admin token has no queue")
         queue = await run_in_threadpool(db.queue, store.conn, me.annotator["id"])
-        return page("queue.html", me=me, queue=queue, done=sum(r["label"] is not None for r in queue))
+        return page(request, "queue.html", me=me, queue=queue, done=sum(r["label"] is not None for r in queue))
 
-    @app.get("/items/{item_id}", response_class=HTMLResponse)
+    @app.get("/items/{item_id}", response_class=HTMLResponse,
+             responses=responses({200: HTML}, (401, 403, 404), html=True))
     async def item_page(request: Request, item_id: int) -> HTMLResponse:
         me = await who(request)
         rec, queue = await run_in_threadpool(annotator_item, store, me, item_id)
         view = item_view(me.study["kind"], rec, queue)
-        return page("item.html", me=me, v=view, closed=bool(me.study["closed"]), saved=request.query_params.get("saved"))
+        return page(request, "item.html", me=me, v=view, closed=bool(me.study["closed"]),
+                    saved=request.query_params.get("saved"))
 
-    @app.post("/items/{item_id}")
+    @app.post("/items/{item_id}", responses=responses({303: ""}, (401, 403, 404, 409, 413, 422), html=True),
+              openapi_extra=form_body({"label": FIELD, "decision": FIELD, "edited": FIELD, "csrf": FIELD}))
     async def item_post(request: Request, item_id: int) -> Response:
         me = await who(request)
+        await run_in_threadpool(annotator_item, store, me, item_id)  # 403 / 404 before the body is read
         form = await read_form(request)
+        check_form_token(request, form)
         await run_in_threadpool(save, store, me, item_id, form_label(me.study["kind"], form))
         rec, queue = await run_in_threadpool(annotator_item, store, me, item_id)
         after = item_view(me.study["kind"], rec, queue)["next_pending"]
         target = f"/items/{after}?saved={item_id}" if after is not None else f"/queue?saved={item_id}"
         return RedirectResponse(target, status_code=303)
 
-    @app.get("/api/queue")
+    @app.get("/api/queue", responses=responses({200: QUEUE}, (401, 403)))
     async def api_queue(request: Request) -> JSONResponse:
         me = await who(request)
         if me.admin:
@@ -295,70 +277,15 @@ def create_app(db_path: str | Path, *, max_body_bytes: int = 1 << 20) -> FastAPI
             {"item_id": r["item_id"], "label": None if r["label"] is None else json.loads(r["label"]),
              "revision": r["revision"]} for r in queue]})
 
-    @app.post("/api/items/{item_id}/label")
+    @app.post("/api/items/{item_id}/label", openapi_extra=json_body(LabelBody),
+              responses=responses({200: SAVED}, (400, 401, 403, 404, 409, 413, 415, 422)))
     async def api_label(request: Request, item_id: int) -> JSONResponse:
         me = await who(request)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise HTTPFail(415, "send the label as application/json")
-        body = json_object(await read_body(request))
-        if "label" not in body:
-            raise HTTPFail(422, 'send {"label": ...}')
-        label = body["label"]
-        revision = await run_in_threadpool(save, store, me, item_id, label)
+        body = parse(LabelBody, await read_json(request))
+        revision = await run_in_threadpool(save, store, me, item_id, body.label)
         return JSONResponse({"ok": True, "item_id": item_id, "revision": revision})
 
-    _admin_routes(app, store, who, page, read_body)
+    admin_routes(app, store, who, page, read_body, read_json)
     return app
 
 
-def _admin_routes(app: FastAPI, store: Store, who, page, read_body) -> None:
-    async def admin(request: Request) -> None:
-        if not (await who(request)).admin:
-            raise HTTPFail(403, "the dashboard needs the admin token")
-
-    @app.get("/dashboard", response_class=HTMLResponse)
-    async def dashboard(request: Request) -> HTMLResponse:
-        await admin(request)
-        return page("dashboard.html", studies=await run_in_threadpool(dashboard_data, store))
-
-    @app.get("/admin/dashboard.json")
-    async def dashboard_json(request: Request) -> JSONResponse:
-        await admin(request)
-        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(dashboard_data, store),
-                                                  default=str).replace("NaN", "null")))
-
-    @app.post("/admin/annotators")
-    async def new_annotator(request: Request) -> JSONResponse:
-        await admin(request)
-        body = json_object(await read_body(request) or b"{}")
-        name, study_name = body.get("name"), body.get("study")
-        if not isinstance(name, str) or not name.strip() or not isinstance(study_name, (str, type(None))):
-            raise HTTPFail(422, 'send {"name": "...", "study": "..."} (strings; study may be omitted with one '
-                                'study)')
-        study = db.study(store.conn, study_name)
-        if study is None:
-            raise HTTPFail(422, f"no study {study_name!r}" if study_name else "name the study")
-        try:
-            token = await run_in_threadpool(add_annotator, store.conn, study, str(body["name"]))
-        except LimaError as exc:
-            raise HTTPFail(409, str(exc)) from None
-        return JSONResponse({"name": body["name"], "study": study["name"], "token": token})
-
-    @app.post("/admin/close")
-    async def close(request: Request) -> Response:
-        await admin(request)
-        form = await read_body(request)
-        if form.lstrip().startswith(b"{"):
-            body = json_object(form)
-        else:
-            try:
-                body = {k: v[-1] for k, v in parse_qs(form.decode("utf-8", "strict")).items()}
-            except UnicodeDecodeError:
-                raise HTTPFail(400, "the form is not UTF-8") from None
-        if not isinstance(body.get("study"), (str, type(None))):
-            raise HTTPFail(422, "study must be a string")
-        study = db.study(store.conn, body.get("study"))
-        if study is None:
-            raise HTTPFail(422, "name the study")
-        await run_in_threadpool(db.set_closed, store.conn, study["id"], str(body.get("closed", "1")) in ("1", "true"))
-        return RedirectResponse("/dashboard", status_code=303)

@@ -16,11 +16,13 @@ from typing import Any
 import torch
 
 SCOPES = ("generated", "all")
+GREEDY_BELOW = 1e-5  # the limit of sampling as the temperature goes to 0 is the argmax
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Decoding settings; the defaults are the paper's. ``temperature=0`` means greedy decoding."""
+    """Decoding settings; the defaults are the paper's. ``temperature=0`` means greedy decoding, and so does any
+    temperature under ``GREEDY_BELOW`` (dividing logits by it overflows to inf; vLLM draws the same line)."""
 
     temperature: float = 0.7
     top_p: float = 0.9
@@ -43,7 +45,7 @@ class SamplingConfig:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +79,7 @@ def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     probs = sorted_logits.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above each token
     drop_sorted = before >= top_p
+    drop_sorted[..., 0] = False  # the most likely token, whatever top_p (a tiny one is 0 in float32)
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -105,6 +108,7 @@ def next_tokens(logits: torch.Tensor, seen: torch.Tensor, config: SamplingConfig
         if p.sum() < config.top_p:  # a flat distribution: the nucleus reaches past the top k
             p, idx = logprobs[i].exp().sort(descending=True)
         keep = (p.cumsum(-1) - p) < config.top_p
+        keep[0] = True  # the most likely token always: a tiny top_p (5e-324 is 0 in float32) keeps nothing else
         # sample in token-id order: near-ties that swap places under tiny float differences (another batch,
         # another padding) must not change which token a given random draw picks
         members, order = idx[keep].sort()

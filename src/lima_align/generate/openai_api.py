@@ -149,11 +149,14 @@ def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits
     """Per-request overrides of ``defaults`` within ``limits``; ``room`` = context left after the prompt."""
     cap = min(limits.max_tokens, room)
     default_max = min(defaults.max_new_tokens, cap)
-    requested = payload.get("max_completion_tokens", payload.get("max_tokens"))
-    max_tokens = _integer({"max_tokens": requested}, "max_tokens", default_max, 1, 1 << 31)
-    if max_tokens > limits.max_tokens:
-        raise ApiError(400, f"max_tokens {max_tokens} is over this server's cap of {limits.max_tokens}",
-                       param="max_tokens", code="invalid_value")
+    asked = {}  # max_completion_tokens is OpenAI's new name; when both are sent, both must be valid
+    for name in ("max_tokens", "max_completion_tokens"):
+        asked[name] = _integer(payload, name, None, 1, 1 << 31)
+        if asked[name] is not None and asked[name] > limits.max_tokens:
+            raise ApiError(400, f"{name} {asked[name]} is over this server's cap of {limits.max_tokens}",
+                           param=name, code="invalid_value")
+    requested = asked["max_completion_tokens"] if asked["max_completion_tokens"] is not None else asked["max_tokens"]
+    max_tokens = default_max if requested is None else requested
     if max_tokens > room or default_max < 1:
         raise ApiError(400, f"the prompt plus max_tokens ({max_tokens}) is over the context length: only "
                             f"{max(room, 0)} tokens are left after the prompt", param="messages",
@@ -193,9 +196,12 @@ def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int
     config = parse_sampling(payload, defaults, limits, window - prompt_tokens)
     n = _integer(payload, "n", 1, 1, limits.max_n)
     seed = _integer(payload, "seed", None, -(1 << 63), (1 << 63) - 1)
-    stream = payload.get("stream") or False
-    options = payload.get("stream_options") or {}
+    stream = False if payload.get("stream") is None else payload["stream"]
+    options = {} if payload.get("stream_options") is None else payload["stream_options"]
     if not isinstance(stream, bool) or not isinstance(options, dict):
         raise ApiError(400, "'stream' must be a boolean and 'stream_options' an object", param="stream")
+    if not isinstance(options.get("include_usage", False), bool):
+        raise ApiError(400, "'stream_options.include_usage' must be a boolean", param="stream_options",
+                       code="invalid_type")
     return ChatParams(turns, config, secrets.randbits(63) if seed is None else seed, n, stream,
                       bool(options.get("include_usage")), prompt_tokens, parse_logprobs(payload, limits, stream))

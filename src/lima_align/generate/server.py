@@ -46,6 +46,7 @@ from typing import Any, AsyncIterator, Iterator
 from lima_align.chat_format import render
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.engine import Completion, TokenLogprob
+from lima_align.generate import openai_schema as schema
 from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, parse_body, parse_chat_request
 from lima_align.generate.worker import BatchWorker, Job
 from lima_align.httpbody import BodyError, read_limited
@@ -100,7 +101,8 @@ def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | N
         yield
         served.worker.stop()
 
-    # no /docs, /redoc, /openapi.json: they would be served without the API key (the API is OpenAI's, documented)
+    # no /docs, /redoc, /openapi.json: they would be served without the API key (the API is OpenAI's; app.openapi()
+    # gives our description of it, see openai_schema)
     app = FastAPI(title="lima-align", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
 
@@ -117,18 +119,18 @@ def create_app(engine: Any, *, served_name: str = "lima-align", api_key: str | N
         error = ApiError(500, f"internal error: {type(exc).__name__}", type="server_error", code="internal_error")
         return JSONResponse(error.body(), status_code=500)
 
-    @app.get("/health")
+    @app.get("/health", responses=schema.responses({"application/json": schema.HEALTH}, ()))
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": served.name, "queued": served.worker.queue.qsize(),
                 "worker": dataclasses.asdict(served.worker.stats)}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=schema.responses({"application/json": schema.MODELS}, (401,)))
     async def models(req: HttpRequest) -> dict[str, Any]:
         served.check_key(req.headers.get("authorization"))
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": served.created,
                                             "owned_by": "lima-align"}]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", **schema.chat_route(limits, served_name))
     async def chat_completions(req: HttpRequest) -> Any:
         served.check_key(req.headers.get("authorization"))
         return await _chat_completion(served, parse_body(await read_body(req, served.limits), served.limits))
