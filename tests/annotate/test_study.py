@@ -81,3 +81,14 @@ def test_multiturn_and_review_items(tmp_path):
     items = multiturn_items(convs)
     assert [i["id"] for i in items] == ["c1"] and len(items[0]["conversation"]) == 4
     assert [i["id"] for i in review_items(convs)] == ["c1", "c2"]
+
+
+def test_an_annotators_name_is_bounded(tmp_path, outputs):
+    from lima_align.annotate.study import MAX_NAME
+
+    conn = db.connect(tmp_path / "s.sqlite")
+    create_study(conn, "pw", "pairwise", pairwise_items(*outputs), StudyConfig(seed=1))
+    for bad in ("", "   ", "x" * (MAX_NAME + 1)):
+        with pytest.raises(LimaError, match="1 to 200 characters"):
+            add_annotator(conn, db.study(conn, "pw"), bad)
+    assert add_annotator(conn, db.study(conn, "pw"), "x" * MAX_NAME)

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from starlette.requests import Request
 
+from lima_align.annotate.study import MAX_NAME
 from lima_align.httpbody import BodyError, strict_json
 
 COOKIE = "lima_annotate_token"
-MAX_NAME = 200  # characters of an annotator's or a study's name
 MAX_TOKEN = 256  # characters of a login token (ours are 43)
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]

@@ -20,6 +20,8 @@ from typing import Any
 from lima_align.annotate import db
 from lima_align.errors import LimaError
 
+MAX_NAME = 200  # characters of an annotator's or a study's name
+
 KINDS = ("pairwise", "absolute", "multiturn", "review")
 RATINGS = ("fail", "pass", "excellent")
 PAIRWISE = ("A", "B", "tie")  # as shown: left answer is "A"
@@ -122,6 +124,8 @@ def require_study(conn: sqlite3.Connection, name: str | None) -> sqlite3.Row:
 def add_annotator(conn: sqlite3.Connection, study_row: sqlite3.Row, name: str) -> str:
     """Create an annotator with their queue (shared items + their share of the rest, shuffled, pairwise sides
     drawn); returns their token (shown once)."""
+    if not name.strip() or len(name) > MAX_NAME:
+        raise LimaError(f"an annotator's name is 1 to {MAX_NAME} characters, got {len(name.strip())}")
     config = study_config(study_row)
     rng = random.Random(f"{config.seed}|{study_row['name']}|{name}")
     token = db.new_token()
