@@ -77,6 +77,8 @@ class TrainConfig:
     spike_factor: float = 10.0  # a loss above spike_factor x the running median is a spike
     logging_steps: int = 1
     tensorboard: bool = True
+    # more experiment trackers transformers reports to (wandb, mlflow, trackio, comet_ml, ...), beside tensorboard
+    report_to: list[str] = field(default_factory=list)
     save_total_limit: int | None = None
     # checkpoints: every epoch is saved; once a newer one is complete, an older one keeps its full weights only if
     # its epoch is in this window (the epochs checkpoint selection compares: "5-10" in the paper; "all"; "none"),

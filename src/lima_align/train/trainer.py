@@ -155,7 +155,7 @@ def training_arguments(config: TrainConfig, world_size: int = 1) -> TrainingArgu
         optim="adamw_torch", seed=config.seed, data_seed=config.seed,
         save_strategy="epoch", save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps, logging_first_step=True,
-        report_to=["tensorboard"] if config.tensorboard and _has_tensorboard() else "none",
+        report_to=report_targets(config),
         remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
         **_memory_arguments(config, world_size),
         train_sampling_strategy="batch_rebalance" if config.resolved_batching() == "rebalance" else "random",
@@ -173,6 +173,23 @@ def _memory_arguments(config: TrainConfig, world_size: int) -> dict[str, Any]:
     if config.gradient_checkpointing and "fsdp" not in sharding:
         sharding["gradient_checkpointing"] = True
     return sharding
+
+
+def report_targets(config: TrainConfig) -> list[str] | str:
+    """Where training logs go: tensorboard (when installed and not turned off) and ``config.report_to``, each a
+    name transformers knows and whose package is installed (refused before training otherwise)."""
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    unknown = [t for t in config.report_to if t not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise LimaError(f"report_to: unknown {', '.join(unknown)}; transformers reports to "
+                        f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+    missing = [t for t in config.report_to if t not in get_available_reporting_integrations()]
+    if missing:
+        raise LimaError(f"report_to: {', '.join(missing)} not installed (pip install {' '.join(missing)})")
+    targets = (["tensorboard"] if config.tensorboard and _has_tensorboard() else []) + config.report_to
+    return list(dict.fromkeys(targets)) or "none"
 
 
 def _has_tensorboard() -> bool:
