@@ -122,3 +122,45 @@ def test_an_adapter_folder_without_a_base_is_a_clear_error(tmp_path):
     (tmp_path / "adapter_config.json").unlink()
     with pytest.raises(LimaError, match="no config.json, no adapter_config.json"):
         load_model(tmp_path)
+
+
+def test_a_lora_checkpoint_exports_merged_or_as_an_adapter(lima_path, base_tokenizer, tmp_path):
+    """``lima-align export`` of a LoRA run: merged (default) it is a plain model with the trained logits and a
+    generation config stopping at EOT; with --adapter it is the adapter, its base named, loading to the same."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lima_align.export.release import ExportOptions, export_checkpoint
+
+    base_dir = tmp_path / "base"
+    tiny_llama(len(base_tokenizer), tied=True).save_pretrained(base_dir)
+    base_tokenizer.save_pretrained(base_dir)
+    config = small_config(lima_path, tmp_path / "run", model=str(base_dir), max_examples=8, epochs=1, lr=1e-2,
+                          lora=LoraSettings(enabled=True, r=4, alpha=8))
+    checkpoint = train(config, log=lambda s: None).checkpoints[-1]
+    probe = torch.tensor([[1, 5, 9, 200, 7]])
+    from lima_align.models import load_model
+
+    with torch.no_grad():
+        want = load_model(checkpoint).eval()(input_ids=probe).logits
+    merged = export_checkpoint(tmp_path / "run", tmp_path / "merged", log=lambda s: None)
+    assert not (merged / "adapter_config.json").exists()
+    with torch.no_grad():
+        got = AutoModelForCausalLM.from_pretrained(merged).eval()(input_ids=probe).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert json.loads((merged / "generation_config.json").read_text())["eos_token_id"][0] == \
+        tokenizer.convert_tokens_to_ids("<|eot|>")
+
+    adapter = export_checkpoint(checkpoint, tmp_path / "adapter", ExportOptions(adapter=True), log=lambda s: None)
+    assert not (adapter / "model.safetensors").exists()
+    card = (adapter / "README.md").read_text()
+    assert "library_name: peft" in card and f"base_model: {base_dir}" in card
+    base = AutoModelForCausalLM.from_pretrained(json.loads((adapter / "adapter_config.json").read_text())
+                                                ["base_model_name_or_path"])
+    base.resize_token_embeddings(len(AutoTokenizer.from_pretrained(adapter)), mean_resizing=False)
+    with torch.no_grad():
+        again = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().eval()(input_ids=probe).logits
+    torch.testing.assert_close(again, want, rtol=1e-5, atol=1e-6)
