@@ -42,3 +42,17 @@ def outputs(tmp_path):
     a = write_outputs(tmp_path / "a.jsonl", "model-a", ["long answer " * 5, "short", "same", "x" * 40])
     b = write_outputs(tmp_path / "b.jsonl", "model-b", ["short", "long answer " * 5, "same", "y" * 20])
     return a, b
+
+
+def forbid_network(monkeypatch) -> None:
+    """Fail any connection that is not to this machine (loopback): nothing in a test may download."""
+    import socket
+
+    real = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network access attempted: {address}")
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)

@@ -200,6 +200,12 @@ def test_bad_requests_get_openai_errors(server, case):
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
 
 
+def test_an_empty_stop_list_is_accepted(server):
+    """lm-eval sends ``stop: []`` (IFEval's ``until``) in every request: it means no stop strings."""
+    response = _post(server, {"model": NAME, "messages": HELLO, "max_tokens": 2, "stop": []})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+
+
 def test_nan_that_gets_past_the_json_reader_is_still_refused():
     from lima_align.generate.openai_api import ApiError, parse_sampling
 
