@@ -206,7 +206,8 @@ def _evaluation(report: str | None) -> list[str]:
 
 
 def _write_gguf(work: Path, fmt: Any, outtype: str, name: str, log: Callable[[str], None]) -> None:
-    from lima_align.export.gguf import write_gguf, write_modelfile
+    from lima_align.export.gguf import write_gguf
+    from lima_align.export.ollama import write_modelfile
     from lima_align.generate.decoding import SamplingConfig
 
     gguf = write_gguf(work, work / f"{name}-{outtype}.gguf", outtype=outtype)
