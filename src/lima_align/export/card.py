@@ -88,7 +88,7 @@ def metadata(c: CardInputs) -> dict[str, Any]:
 def model_card(c: CardInputs) -> str:
     """The whole README.md."""
     parts = ["---", yaml.safe_dump(metadata(c), sort_keys=False).strip(), "---", "", f"# {c.name}", "",
-             f"`{c.base_model}` fine-tuned with [lima-align](https://github.com/lima-align/lima-align) on "
+             f"`{c.base_model}` fine-tuned with lima-align on "
              f"{c.data_report.get('kept', '?')} examples following LIMA (Zhou et al. 2023, \"Less Is More for "
              f"Alignment\"): supervised fine-tuning on a small curated set, the end of each turn marked with "
              f"`{c.eot}`.", "", *_usage(c), *_data(c), *_recipe(c), *_released(c), *_evaluation(c),
@@ -126,7 +126,7 @@ def _data(c: CardInputs) -> list[str]:
     dropped = {**report.get("read", {}).get("dropped", {}), **report.get("dropped", {})}
     out += [f"Trained on {report.get('kept', '?')} examples ({report.get('trimmed', 0)} trimmed to the context; "
             f"dropped: {', '.join(f'{k}: {v}' for k, v in dropped.items()) or 'none'}), "
-            f"{report.get('supervised_tokens', '?'):,} supervised tokens.", ""]
+            f"{_count(report.get('supervised_tokens'))} supervised tokens.", ""]
     if c.origins:
         out += ["Provenance (rows per origin, the 5 largest of each source):", ""]
         for source, origins in sorted(c.origins.items()):
@@ -160,6 +160,10 @@ def _recipe(c: CardInputs) -> list[str]:
     if other:
         out += ["", "Also different from the defaults: " + ", ".join(f"{k} = `{_short(differs[k][0])}`" for k in other)]
     return out + [""]
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def _short(value: Any) -> str:
