@@ -23,6 +23,9 @@ class DataError(LimaError):
         self.field = field
         super().__init__(self._render())
 
+    def __reduce__(self):  # a worker process's error reaches the parent with its fields, not re-rendered
+        return type(self), (self.problem, self.path, self.line, self.field)
+
     def _render(self) -> str:
         where = self.path or "<input>"
         if self.line is not None:

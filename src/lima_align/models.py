@@ -26,6 +26,9 @@ from lima_align.errors import LimaError
 
 CACHE_ENV = "LIMA_ALIGN_CACHE"
 _MARKER = "lima-align-builtin.json"
+# Bumped when the conversion changes what a cached folder holds: an older folder is rebuilt (2: the GGUF's
+# add_bos_token / add_eos_token are kept, which transformers' GGUF tokenizer loader drops).
+BUILD_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,12 @@ def is_installed(model: BuiltinModel) -> bool:
 
 
 def is_cached(name: str) -> bool:
-    return (builtin_dir(name) / _MARKER).is_file()
+    """The built-in's folder is complete and was built by this conversion (:data:`BUILD_FORMAT`)."""
+    try:
+        marker = json.loads((builtin_dir(name) / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("format") == BUILD_FORMAT
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> str:
@@ -148,8 +156,8 @@ def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Pat
 def _build_into(model: BuiltinModel, folder: Path) -> None:
     gguf = model.locate_gguf()
     _convert_gguf(gguf, folder)
-    (folder / _MARKER).write_text(json.dumps({"name": model.name, "package": model.package, "gguf": gguf.name},
-                                             indent=2))
+    (folder / _MARKER).write_text(json.dumps({"name": model.name, "package": model.package, "gguf": gguf.name,
+                                              "format": BUILD_FORMAT}, indent=2))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -158,6 +166,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     kwargs = {"gguf_file": gguf.name}
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+    # The loader ignores the GGUF's BOS / EOS flags (Gemma's tokenizer then adds no <bos>): set them from it.
+    for flag, value in _gguf_special_flags(gguf).items():
+        setattr(tokenizer, flag, value)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs)
     config = loaded.config
     # A GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild a plain one.
@@ -168,6 +179,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     plain.generation_config = loaded.generation_config
     plain.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+
+
+def _gguf_special_flags(gguf: Path) -> dict[str, bool]:
+    """``add_bos_token`` / ``add_eos_token`` as the GGUF's ``tokenizer.ggml.*`` metadata states them."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+    flags = {}
+    for flag in ("add_bos_token", "add_eos_token"):
+        field = fields.get(f"tokenizer.ggml.{flag}")
+        if field is not None and field.data:
+            flags[flag] = bool(field.parts[field.data[0]][0])
+    return flags
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):

@@ -74,7 +74,12 @@ def _register_stackexchange(sources: _Subparsers) -> None:
     p.add_argument("--per-group", type=int, default=_SE.per_group, help="examples sampled per group (default: %(default)s)")
     p.add_argument("--tau", type=float, default=_SE.tau, help="sampling temperature over sites (default: %(default)s)")
     p.add_argument("--seed", type=int, default=_SE.seed, help="seed of the prompt coin and the sampling (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=_SE.workers, help="sites read in parallel (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=_SE.workers,
+                   help="processes: sites, and byte ranges of a large Posts.xml, are read in parallel; the result "
+                   "is the same for any number (default: %(default)s)")
+    p.add_argument("--min-span-mb", type=float, default=_SE.min_span_mb,
+                   help="with --workers, a Posts.xml is cut into ranges of at least this many MB "
+                   "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=stackexchange)
 

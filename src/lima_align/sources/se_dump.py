@@ -1,9 +1,15 @@
 """Streaming reader of a Stack Exchange ``Posts.xml``: from a file, a directory or a ``.7z`` archive, in constant memory.
 
 Bytes are fed in chunks to lxml's pull parser (entity resolution, DTD loading and network access off), so no
-``Posts.xml`` is ever held whole in memory and a ``.7z`` is decompressed as a stream (``py7zr`` in a thread that
-hands chunks over a small bounded queue), never extracted to disk. Each ``<row>`` is turned into a small
-:class:`Post` (questions and answers only; other post types are only counted) and freed at once.
+``Posts.xml`` is ever held whole in memory and a ``.7z`` is decompressed as a stream, never extracted to disk:
+through ``7zz`` / ``7z`` (``x -so``, its own optimised LZMA decoder in its own process) when one is on PATH,
+else ``py7zr`` in a thread that hands chunks over a small bounded queue (``LIMA_7Z=py7zr`` forces it,
+``LIMA_7Z=/path/to/7zz`` names the tool). Each ``<row>`` is turned into a small :class:`Post` (questions and
+answers only; other post types are only counted) and freed at once.
+
+A plain ``Posts.xml`` can be read as byte ranges (:func:`split_spans`) by several processes: every dump has
+one ``<row .../>`` per line, and a line that starts with ``<row`` always starts a row (XML forbids a raw ``<``
+inside an attribute value), so a range cut at such a line and wrapped in the root element is well-formed XML.
 
 Dump quirks accepted: a UTF-8 BOM, ``<!DOCTYPE ...>`` lines, ``Tags`` as ``<a><b>`` or ``|a|b|``, post types
 other than 1 and 2. A dump that declares XML entities (``<!ENTITY``, the "billion laughs" and external-entity
@@ -17,11 +23,15 @@ attributes is a counted skip.
 
 from __future__ import annotations
 
+import os
 import queue
+import re
+import shutil
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from lxml import etree
 
@@ -86,7 +96,23 @@ def parse_tags(raw: str | None) -> tuple[str, ...]:
     return tuple(t for t in (p.strip() for p in parts) if t)
 
 
+def seven_zip_tool() -> str | None:
+    """The ``7zz`` / ``7z`` executable that streams ``.7z`` members, or None to use py7zr (``LIMA_7Z``)."""
+    choice = os.environ.get("LIMA_7Z", "").strip()
+    if choice.lower() == "py7zr":
+        return None
+    if choice:
+        tool = shutil.which(choice)
+        if tool is None:
+            raise DataError(f"LIMA_7Z={choice!r} is not an executable on PATH (use 7zz, 7z, or py7zr)")
+        return tool
+    return shutil.which("7zz") or shutil.which("7z")
+
+
 def _find_member(archive: Path) -> tuple[str, int]:
+    tool = seven_zip_tool()
+    if tool is not None:
+        return _find_member_7zz(tool, archive)
     py7zr = _py7zr()
     try:
         with py7zr.SevenZipFile(archive, mode="r") as zf:
@@ -101,6 +127,31 @@ def _find_member(archive: Path) -> tuple[str, int]:
     raise DataError(f"archive holds no Posts.xml (members: {names})", archive)
 
 
+def _find_member_7zz(tool: str, archive: Path) -> tuple[str, int]:
+    """The Posts.xml member of an archive and its size, from ``7zz l -slt`` (technical listing)."""
+    run = subprocess.run([tool, "l", "-slt", "-ba", "--", str(archive)], capture_output=True)
+    if run.returncode != 0:
+        raise DataError(f"cannot open the 7z archive: truncated or corrupt ({_tool_error(run.stderr, run.stdout)})",
+                        archive)
+    names = []
+    for block in run.stdout.decode("utf-8", "replace").split("\n\n"):
+        fields = dict(line.split(" = ", 1) for line in block.splitlines() if " = " in line)
+        if "Path" not in fields or fields.get("Folder") == "+":
+            continue
+        names.append(fields["Path"])
+        if fields["Path"].replace("\\", "/").rsplit("/", 1)[-1].lower() == "posts.xml":
+            return fields["Path"], int(fields.get("Size") or 0)
+    raise DataError(f"archive holds no Posts.xml (members: {', '.join(names[:10]) or 'none'})", archive)
+
+
+def _tool_error(*outputs: bytes) -> str:
+    """The error lines 7-Zip printed (it writes some to stdout), in one line."""
+    lines = [ln.strip() for out in outputs for ln in out.decode("utf-8", "replace").splitlines()]
+    picked = [ln for ln in lines if ln and (ln.startswith(("ERROR", "Error", "E_", "Can not", "Cannot"))
+                                            or "rror" in ln or "Unexpected" in ln or "Headers" in ln)]
+    return "; ".join(picked[:4]) or "; ".join(ln for ln in lines if ln)[-300:] or "7-Zip failed"
+
+
 def _py7zr():
     try:
         import py7zr
@@ -109,14 +160,43 @@ def _py7zr():
     return py7zr
 
 
-def iter_chunks(dump: DumpInput) -> Iterator[bytes]:
-    """The Posts.xml bytes of a dump, in chunks of about 1 MiB."""
+def iter_chunks(dump: DumpInput, span: tuple[int, int] | None = None) -> Iterator[bytes]:
+    """The Posts.xml bytes of a dump, in chunks of about 1 MiB (of a plain file: only ``span``, if given)."""
     if dump.member is None:
+        start, end = span or (0, None)
         with dump.path.open("rb") as fh:
-            while chunk := fh.read(CHUNK):
+            fh.seek(start)
+            left = None if end is None else end - start
+            while (left is None or left > 0) and (chunk := fh.read(CHUNK if left is None else min(CHUNK, left))):
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
+    elif span is not None:
+        raise ValueError("a .7z member is a stream: it cannot be read by byte range")
+    elif (tool := seven_zip_tool()) is not None:
+        yield from _iter_7zz(tool, dump)
     else:
         yield from _iter_7z(dump)
+
+
+def _iter_7zz(tool: str, dump: DumpInput) -> Iterator[bytes]:
+    """Stream one member through 7-Zip's ``x -so`` (decompression runs in that process, beside the parser)."""
+    proc = subprocess.Popen([tool, "x", "-so", "-spd", "-bd", "--", str(dump.path), dump.member],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    fed, done = 0, False
+    try:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(CHUNK):
+            fed += len(chunk)
+            yield chunk
+        done = True
+    finally:
+        if not done:  # the reader stopped early (error or early exit): stop the decompression
+            proc.kill()
+        _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise DataError(f"corrupt or truncated 7z archive after {fed} bytes of {dump.member}: "
+                        f"{_tool_error(err)}", dump.path)
 
 
 class _Cancelled(Exception):
@@ -187,18 +267,79 @@ def _iter_7z(dump: DumpInput) -> Iterator[bytes]:
                 pass
 
 
-def iter_rows(dump: DumpInput, counts: dict[str, int],
-              progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, etree._Element]]:
+_ROW_LINE = re.compile(rb"\n[ \t]*<row[ \t/>]")
+_ROOT_OPEN = re.compile(rb"<([A-Za-z_][\w.:-]*)(?:\s[^<>]*)?>\s*$")
+SCAN = 1 << 16
+
+
+def row_start(fh: IO[bytes], pos: int, size: int) -> int | None:
+    """The offset of the first line at or after ``pos`` that starts a row (``<row`` after indentation).
+
+    ``pos`` itself counts when it is a line start (the byte before it is a newline) and that line is a row;
+    otherwise the search goes on from the next newline. None when no row starts after ``pos``.
+    """
+    if pos <= 0:
+        pos = 1
+    fh.seek(pos - 1)
+    base = pos - 1
+    carry = b""
+    while base < size:
+        block = fh.read(SCAN)
+        if not block:
+            return None
+        data = carry + block
+        if (found := _ROW_LINE.search(data)) is not None:
+            return base - len(carry) + found.start() + 1
+        carry = data[-32:]  # a newline + indentation + "<row " cut by the block end
+        base += len(block)
+    return None
+
+
+def split_spans(path: Path, parts: int, min_bytes: int) -> list[tuple[int, int]]:
+    """Cut a plain Posts.xml into at most ``parts`` byte ranges of at least ~``min_bytes``, each starting at a
+    row's line (the first also holds the prolog, the last the closing tag); one range when the file is small or
+    has no row lines to cut at (a dump written on one line)."""
+    size = path.stat().st_size
+    parts = max(1, min(parts, size // max(1, min_bytes)))
+    cuts = [0]
+    with path.open("rb") as fh:
+        for i in range(1, parts):
+            cut = row_start(fh, size * i // parts, size)
+            if cut is not None and cut > cuts[-1]:
+                cuts.append(cut)
+    return [(start, end) for start, end in zip(cuts, [*cuts[1:], size])]
+
+
+def _root_tags(dump: DumpInput) -> tuple[bytes, bytes]:
+    """The root element's start and end tags (``<posts>``, ``</posts>``), read from the dump's prolog."""
+    with dump.path.open("rb") as fh:
+        head = fh.read(SCAN)
+    end = head.find(b"<row")
+    found = _ROOT_OPEN.search(head[: end if end >= 0 else len(head)])
+    name = found.group(1) if found else b"posts"
+    return b"<" + name + b">", b"</" + name + b">"
+
+
+def iter_rows(dump: DumpInput, counts: dict[str, int], progress: Callable[[int], None] | None = None,
+              span: tuple[int, int] | None = None) -> Iterator[tuple[int, etree._Element]]:
     """``(post type, row element)`` for each question and answer row of a dump, in file order.
 
     The element is valid only until the next row is read (it is cleared then: the tree never grows past one
     row), so read it with :func:`read_question` / :func:`read_answer` at once. ``counts`` receives the rows
-    read per post type (``"1"``, ``"2"``, ``"4"``...).
+    read per post type (``"1"``, ``"2"``, ``"4"``...). With ``span`` (a range from :func:`split_spans`) only the
+    rows of that byte range are read; a range after the first is wrapped in the root element's tags.
     """
     parser = etree.XMLPullParser(events=("end",), tag="row", resolve_entities=False, no_network=True,
                                  load_dtd=False, remove_comments=True, remove_pis=True)
-    where = _Position(dump)
-    for chunk in iter_chunks(dump):
+    start, end = span or (0, dump.size)
+    where = _Position(dump, start)
+    first, last = start == 0, span is None or end >= dump.path.stat().st_size
+    if not first or not last:
+        open_tag, close_tag = _root_tags(dump)
+    if not first:
+        _feed(parser, open_tag, where)
+        where.doctype_checked = True  # the prolog is the first range's
+    for chunk in iter_chunks(dump, span):
         if where.offset == 0:
             _check_prolog(chunk, dump)
         _feed(parser, chunk, where)
@@ -206,9 +347,11 @@ def iter_rows(dump: DumpInput, counts: dict[str, int],
         where.offset += len(chunk)
         if progress is not None:
             progress(len(chunk))
+    if not last:
+        _feed(parser, close_tag, where)
     _feed(parser, None, where)
     yield from _drain(parser, counts, where)
-    if not counts:
+    if not counts and span is None:
         raise DataError("no <row> elements: not a Stack Exchange Posts.xml", where.label)
 
 
@@ -217,11 +360,27 @@ class _Position:
     dump: DumpInput
     offset: int = 0
     doctype_checked: bool = False
+    start: int = -1  # the byte range's first byte (lines of an error count from the file's start)
+
+    def __post_init__(self) -> None:
+        self.start = self.offset
 
     @property
     def label(self) -> str:
         d = self.dump
         return f"{d.path}:{d.member}" if d.member else str(d.path)
+
+    def line(self, line_in_range: int) -> int:
+        """A line number the parser gave, counted from the file's start (only computed for an error)."""
+        if self.start <= 0 or not line_in_range:
+            return line_in_range
+        before = 0
+        with self.dump.path.open("rb") as fh:
+            left = self.start
+            while left > 0 and (block := fh.read(min(CHUNK, left))):
+                before += block.count(b"\n")
+                left -= len(block)
+        return before + line_in_range
 
 
 def _feed(parser: etree.XMLPullParser, chunk: bytes | None, where: _Position) -> None:
@@ -233,6 +392,7 @@ def _feed(parser: etree.XMLPullParser, chunk: bytes | None, where: _Position) ->
     except etree.XMLSyntaxError as exc:
         # libxml2 knows the line and column; the byte count is only where the chunk it was reading ends
         line, column = getattr(exc, "position", None) or (exc.lineno, 0)
+        line = where.line(line)
         size = 0 if chunk is None else len(chunk)
         at = f"line {line}, column {column}" if line else f"the chunk ending at byte {where.offset + size}"
         raise DataError(f"malformed XML at {at}: {exc.msg or exc}", where.label, line or None) from None

@@ -1,8 +1,11 @@
 """Stack Exchange source: site dumps -> LIMA candidates (conversation JSONL) and an audit report.
 
 The pipeline (LIMA section 2.1): each site's ``Posts.xml`` is read in one streaming pass that applies the
-selection rules (:mod:`lima_align.sources.se_pairs`); sites are independent, so ``workers`` processes run them
-in parallel. Then, in each group (STEM, Other; :mod:`lima_align.sources.se_sites`), ``per_group`` pairs are
+selection rules (:mod:`lima_align.sources.se_pairs`), in flat memory. ``workers`` processes share the work: a
+plain ``Posts.xml`` of at least two ``min_span_mb`` is cut into byte ranges at row lines, each range is read by
+one process, and each site's ranges are then joined (again in the pool, a site per task), so one large site
+uses every core and many sites do too. The result is identical whatever the number of workers. A ``.7z``
+member is a stream and is read by one process (7-Zip decompresses it in its own). Then, in each group (STEM, Other; :mod:`lima_align.sources.se_sites`), ``per_group`` pairs are
 drawn by temperature sampling over sites (tau = 3: P(site) proportional to size^(1/tau), where a site's size is
 its number of questions), each draw taking the site's highest-scoring remaining question.
 
@@ -13,7 +16,8 @@ The report counts, per site, the rows read per post type, the questions consider
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,8 +28,9 @@ from lima_align.curate.filters import REASONS
 from lima_align.curate.site_sampling import site_weights, temperature_sample
 from lima_align.errors import DataError
 from lima_align.sources.base import Curated, Progress
-from lima_align.sources.se_dump import DumpInput, resolve_input
-from lima_align.sources.se_pairs import SOURCE, SelectionConfig, SiteResult, select_site
+from lima_align.sources.se_dump import DumpInput, resolve_input, split_spans
+from lima_align.sources.se_pairs import (SOURCE, SelectionConfig, SiteResult, SpanResult, dump_label, finish_site,
+                                         scan_span)
 from lima_align.sources.se_sites import EXCLUDED, GROUPS, SiteInfo, classify, load_site_table
 
 __all__ = ["SelectionConfig", "StackExchangeConfig", "StackExchangeSource", "curate_stackexchange", "total_bytes"]
@@ -48,12 +53,17 @@ class StackExchangeConfig:
     per_group: int = 200  # sampled per group (STEM, Other); also the most kept from one site
     tau: float = 3.0
     seed: int = _SEL.seed
-    workers: int = 1  # sites read in parallel processes
+    workers: int = 1  # processes reading sites and byte ranges of large files
+    min_span_mb: float = 64.0  # a file is cut into ranges of at least this many MB (10^6 bytes) for the workers
     progress: bool = True  # a progress bar (drawn by the caller; --no-progress sets it to False)
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
             raise ValueError(f"tau must be positive, got {self.tau}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.min_span_mb <= 0:
+            raise ValueError(f"min_span_mb must be positive, got {self.min_span_mb}")
 
     def selection(self) -> SelectionConfig:
         """The per-site selection rules of this run."""
@@ -101,27 +111,77 @@ def plan_sites(paths: Sequence[str | Path],
     return planned, excluded
 
 
-def _site_task(dump: DumpInput, group: str, selection: SelectionConfig) -> SiteResult:
-    return select_site(dump, group, selection)
+@dataclass
+class _SitePlan:
+    dump: DumpInput
+    group: str
+    workdir: str
+    spans: list[tuple[int, int] | None]  # None: the whole dump
+    done: list[SpanResult] = field(default_factory=list)
+
+
+def _plan_spans(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConfig, root: str) -> list[_SitePlan]:
+    plans = []
+    for i, (dump, info) in enumerate(planned):
+        workdir = Path(root) / f"site-{i}"
+        workdir.mkdir()
+        spans: list[tuple[int, int] | None] = [None]
+        if cfg.workers > 1 and dump.member is None:
+            cut = split_spans(dump.path, cfg.workers, int(cfg.min_span_mb * 1_000_000))
+            spans = [None] if len(cut) == 1 else list(cut)
+        plans.append(_SitePlan(dump, info.group, str(workdir), spans))
+    return plans
+
+
+def _span_size(plan: _SitePlan, span: tuple[int, int] | None) -> int:
+    return plan.dump.size if span is None else span[1] - span[0]
 
 
 def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConfig,
                progress: Progress | None = None) -> list[SiteResult]:
     """Run the per-site pass on every planned dump, in ``cfg.workers`` processes; results in input order."""
     selection = cfg.selection()
-    if cfg.workers <= 1 or len(planned) <= 1:
-        return [select_site(dump, info.group, selection, progress) for dump, info in planned]
-    results: dict[str, SiteResult] = {}
+    with tempfile.TemporaryDirectory(prefix="lima-se-") as root:
+        plans = _plan_spans(planned, cfg, root)
+        if cfg.workers <= 1:
+            return [finish_site(p.dump.site, p.group, dump_label(p.dump), selection,
+                                [scan_span(p.dump, selection, p.workdir, 0, None, progress)], p.workdir)
+                    for p in plans]
+        return _read_in_pool(plans, cfg, selection, progress)
+
+
+def _read_in_pool(plans: list[_SitePlan], cfg: StackExchangeConfig, selection: SelectionConfig,
+                  progress: Progress | None) -> list[SiteResult]:
+    results: dict[int, SiteResult] = {}
     # spawn, not fork: the parent may hold threads (progress bar), which fork does not carry safely.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context) as pool:
-        futures = {pool.submit(_site_task, dump, info.group, selection): dump for dump, info in planned}
-        for future in as_completed(futures):
-            dump = futures[future]
-            results[dump.site] = future.result()
-            if progress is not None:
-                progress(dump.size)
-    return [results[dump.site] for dump, _ in planned]
+        # The largest ranges first, so that the last to finish is a small one.
+        order = sorted(((i, k) for i, p in enumerate(plans) for k in range(len(p.spans))),
+                       key=lambda ik: -_span_size(plans[ik[0]], plans[ik[0]].spans[ik[1]]))
+        pending = {pool.submit(scan_span, plans[i].dump, selection, plans[i].workdir, k, plans[i].spans[k]):
+                   ("scan", i, k) for i, k in order}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    what, i, k = pending.pop(future)
+                    plan = plans[i]
+                    if what == "finish":
+                        results[i] = future.result()
+                        continue
+                    plan.done.append(future.result())
+                    if progress is not None:
+                        progress(_span_size(plan, plan.spans[k]))
+                    if len(plan.done) == len(plan.spans):
+                        spans = sorted(plan.done, key=lambda s: s.index)
+                        pending[pool.submit(finish_site, plan.dump.site, plan.group, dump_label(plan.dump),
+                                            selection, spans, plan.workdir)] = ("finish", i, 0)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return [results[i] for i in range(len(plans))]
 
 
 def sample_groups(results: list[SiteResult], cfg: StackExchangeConfig) -> tuple[list[Example], dict[str, Any]]:
