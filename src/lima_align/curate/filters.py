@@ -45,13 +45,19 @@ _QUESTION_REFERS = re.compile(
 _QUESTION_KEYS = ("this site", "this forum", "stack exchange", "stackexchange", "stack overflow", "stackoverflow",
                   "other question", "another question", "similar question", "related question",
                   "linked question", "previous question", "same question")
-_FIRST_PERSON = re.compile(r"\bI\b|\bI['’](?:m|ve|d|ll)\b|(?i:\b(?:me|my|mine|myself)\b)")
+# First person: "I" (which also covers I'm, I've, I'd, I'll: the apostrophe ends the word) or me/my/mine/myself in
+# any case; two simple patterns search about twice as fast as their alternation.
+_FIRST_PERSON_I = re.compile(r"\bI\b")
+_FIRST_PERSON_ME = re.compile(r"(?i:\b(?:me|my|mine|myself)\b)")
 _ANSWER_REFERS = re.compile(
     r"\b(?:as (?:already |previously )?(?:mentioned|stated|noted|said|pointed out)|as others|"
     r"other answers?|another answer|this answer|that answer|the answers? (?:above|below)|"
     r"(?:above|below|previous|accepted|other) answers?|stack ?exchange|stack ?overflow|this site|"
     r"this question|the op|op['’]s|the poster)\b|(?<![\w.])@\w",
     re.IGNORECASE)
+# Every match of _ANSWER_REFERS contains one of these in the case-folded text: most answers skip the regex.
+_ANSWER_KEYS = ("mentioned", "stated", "noted", "said", "pointed out", "as others", "answer", "stack", "this site",
+                "this question", "the op", "op'", "op’", "the poster", "@")
 MIN_OWN_TEXT = 20  # characters of text outside links for a body not to count as "only a link"
 
 
@@ -94,22 +100,30 @@ def length_reason(text: str, min_chars: int, max_chars: int) -> str | None:
     return None
 
 
-def first_person_reason(text: str) -> str | None:
+def first_person_reason(text: str, *, prose: str | None = None) -> str | None:
     """First-person prose ("I", "my", "me", ...); code is not prose and is ignored."""
-    return "answer_first_person" if _FIRST_PERSON.search(strip_code(text)) else None
+    prose = strip_code(text) if prose is None else prose
+    return "answer_first_person" if _FIRST_PERSON_I.search(prose) or _FIRST_PERSON_ME.search(prose) else None
 
 
-def reference_reason(text: str) -> str | None:
+def reference_reason(text: str, *, prose: str | None = None) -> str | None:
     """Prose that refers to other answers, the asker or the site ("as mentioned", "stack exchange", ...)."""
-    return "answer_refers_to_others" if _ANSWER_REFERS.search(strip_code(text)) else None
+    prose = strip_code(text) if prose is None else prose
+    folded = prose.casefold()
+    if not any(key in folded for key in _ANSWER_KEYS):
+        return None
+    return "answer_refers_to_others" if _ANSWER_REFERS.search(prose) else None
 
 
 def answer_reason(text: str, min_chars: int, max_chars: int, *, first_person: bool = True,
                   references: bool = True) -> str | None:
     """The first answer rule ``text`` breaks, in the paper's order (length, first person, references)."""
     reason = length_reason(text, min_chars, max_chars)
-    if reason is None and first_person:
-        reason = first_person_reason(text)
+    if reason is not None or not (first_person or references):
+        return reason
+    prose = strip_code(text)
+    if first_person:
+        reason = first_person_reason(text, prose=prose)
     if reason is None and references:
-        reason = reference_reason(text)
+        reason = reference_reason(text, prose=prose)
     return reason

@@ -186,4 +186,6 @@ _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1", re.DOTALL)
 
 def strip_code(text: str) -> str:
     """``text`` without its fenced code blocks and inline code spans (for checks that concern prose only)."""
+    if "`" not in text:  # no code at all (most answers): nothing to strip
+        return text
     return _INLINE_CODE.sub(" ", _FENCED_BLOCK.sub("\n", text))

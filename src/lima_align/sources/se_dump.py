@@ -329,6 +329,46 @@ def iter_rows(dump: DumpInput, counts: dict[str, int], progress: Callable[[int],
     read per post type (``"1"``, ``"2"``, ``"4"``...). With ``span`` (a range from :func:`split_spans`) only the
     rows of that byte range are read; a range after the first is wrapped in the root element's tags.
     """
+    where = None
+    for parser, where in _parsed(dump, progress, span):
+        yield from _drain(parser, counts, where)
+    _check_rows(counts, span, where)
+
+
+def scan_rows(dump: DumpInput, counts: dict[str, int], on_question: Callable[[etree._Element], None],
+              on_answer: Callable[[etree._Element], None], progress: Callable[[int], None] | None = None,
+              span: tuple[int, int] | None = None) -> None:
+    """:func:`iter_rows` as callbacks: the fast path of a pass over a whole dump (no generator per row; the rows
+    of each chunk are freed together once handled)."""
+    where, root = None, None
+    for parser, where in _parsed(dump, progress, span):
+        for _, elem in parser.read_events():
+            if root is None:  # the first row: the prolog and DTD are parsed by now
+                if not where.doctype_checked:
+                    _check_doctype(elem, where)
+                    where.doctype_checked = True
+                root = elem.getparent()
+                if root is None:  # a lone <row> as the document (no rows to free)
+                    root = elem
+            kind = elem.get("PostTypeId") or "missing"
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "1":
+                on_question(elem)
+            elif kind == "2":
+                on_answer(elem)
+        if root is not None and root.tag != "row":
+            del root[:]  # every row of the chunk is handled: the tree never holds more than one chunk's rows
+    _check_rows(counts, span, where)
+
+
+def _check_rows(counts: dict[str, int], span: tuple[int, int] | None, where: _Position | None) -> None:
+    if not counts and span is None and where is not None:
+        raise DataError("no <row> elements: not a Stack Exchange Posts.xml", where.label)
+
+
+def _parsed(dump: DumpInput, progress: Callable[[int], None] | None,
+            span: tuple[int, int] | None) -> Iterator[tuple[etree.XMLPullParser, _Position]]:
+    """The pull parser after each chunk of the dump (or of ``span``) is fed, then after it is closed."""
     parser = etree.XMLPullParser(events=("end",), tag="row", resolve_entities=False, no_network=True,
                                  load_dtd=False, remove_comments=True, remove_pis=True)
     start, end = span or (0, dump.size)
@@ -343,16 +383,14 @@ def iter_rows(dump: DumpInput, counts: dict[str, int], progress: Callable[[int],
         if where.offset == 0:
             _check_prolog(chunk, dump)
         _feed(parser, chunk, where)
-        yield from _drain(parser, counts, where)
+        yield parser, where
         where.offset += len(chunk)
         if progress is not None:
             progress(len(chunk))
     if not last:
         _feed(parser, close_tag, where)
     _feed(parser, None, where)
-    yield from _drain(parser, counts, where)
-    if not counts and span is None:
-        raise DataError("no <row> elements: not a Stack Exchange Posts.xml", where.label)
+    yield parser, where
 
 
 @dataclass

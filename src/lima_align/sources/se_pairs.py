@@ -34,7 +34,7 @@ from typing import IO, Any, Callable, Iterator
 from lima_align.conversation import Example, provenance
 from lima_align.curate.filters import answer_reason, question_reason
 from lima_align.curate.html import html_to_text
-from lima_align.sources.se_dump import QUESTION, DumpInput, iter_rows, parse_tags, read_answer, read_question
+from lima_align.sources.se_dump import DumpInput, parse_tags, read_answer, read_question, scan_rows
 
 SOURCE = "stackexchange"
 # Stack Exchange's licence cut-overs: content posted or last edited before a date carries the older version.
@@ -95,7 +95,7 @@ def prompt_is_title(seed: int, site: str, question_id: int, title_prob: float) -
 BATCH = 4096  # records per SQLite insert
 CACHE_KIB = 65_536  # SQLite page cache per connection (sorting spills to disk past it)
 _SCHEMA = """
-CREATE TABLE q (id INTEGER, kept INTEGER, score INTEGER, date TEXT, src INTEGER, off INTEGER, len INTEGER);
+CREATE TABLE q (id INTEGER, closed INTEGER, score INTEGER, date TEXT, src INTEGER, off INTEGER, len INTEGER);
 CREATE TABLE a (parent INTEGER, score INTEGER, id INTEGER, date TEXT, src INTEGER, off INTEGER, len INTEGER);
 """
 
@@ -140,29 +140,21 @@ class _SpanState:
         return ref
 
     def question(self, elem: Any) -> None:
-        result = self.result
-        result.questions["considered"] += 1
         q = read_question(elem)
         if isinstance(q, str):
-            result.rejected[q] += 1
+            self.result.rejected[q] += 1
             return
-        reason = question_reason(q.title, q.body, q.closed)
-        if reason is not None:
-            result.rejected[reason] += 1
-            self.qrows.append((q.id, 0, q.score, "", 0, 0, 0))
-        else:
-            # Titles and tags cannot hold NUL (XML forbids it), so it separates the texts.
-            off, n = self.put(f"{q.title}\0{q.tags}\0{q.body}")
-            self.qrows.append((q.id, 1, q.score, q.edited or q.created, result.index, off, n))
+        # Titles and tags cannot hold NUL (XML forbids it), so it separates the texts. The question rules run in
+        # the join, only on questions with an answer reaching the minimum score (most questions have none).
+        off, n = self.put(f"{q.title}\0{q.tags}\0{q.body}")
+        self.qrows.append((q.id, int(q.closed), q.score, q.edited or q.created, self.result.index, off, n))
         if len(self.qrows) >= BATCH:
             self.flush()
 
     def answer(self, elem: Any) -> None:
-        outcomes = self.result.answers
-        outcomes["considered"] += 1
         a = read_answer(elem, self.cfg.min_score)
         if isinstance(a, str):
-            outcomes[a] += 1
+            self.result.answers[a] += 1
             return
         # Raw HTML shorter than the minimum is too short whatever it cleans to (see _check_answer): its text is
         # never needed, only that it exists (it may still be the top answer, which then fails the length rule).
@@ -172,12 +164,14 @@ class _SpanState:
             self.flush()
 
     def flush(self) -> None:
+        self.db.execute("BEGIN")  # one transaction per batch (autocommit would commit every row)
         if self.qrows:
             self.db.executemany("INSERT INTO q VALUES (?,?,?,?,?,?,?)", self.qrows)
             self.qrows.clear()
         if self.arows:
             self.db.executemany("INSERT INTO a VALUES (?,?,?,?,?,?,?)", self.arows)
             self.arows.clear()
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.flush()
@@ -191,33 +185,68 @@ def scan_span(dump: DumpInput, cfg: SelectionConfig, workdir: str, index: int = 
     result = SpanResult(index, str(Path(workdir) / f"span-{index}.db"), str(Path(workdir) / f"span-{index}.spool"))
     state = _SpanState(cfg, result)
     try:
-        for kind, elem in iter_rows(dump, result.rows_by_type, progress, span):
-            if kind == QUESTION:
-                state.question(elem)
-            else:
-                state.answer(elem)
+        scan_rows(dump, result.rows_by_type, state.question, state.answer, progress, span)
     finally:
         state.close()
+    result.questions["considered"] = result.rows_by_type.get("1", 0)
+    result.answers["considered"] = result.rows_by_type.get("2", 0)
     return result
 
 
-def _merged_db(spans: list[SpanResult], workdir: str) -> sqlite3.Connection:
-    """One connection over every range's records (the single range's own file when there is one)."""
-    if len(spans) == 1:
-        return _connect(Path(spans[0].db))
-    db = _connect(Path(workdir) / "site.db")
-    db.executescript(_SCHEMA)
-    for i, span in enumerate(spans):
-        db.execute(f"ATTACH DATABASE ? AS s{i}", (span.db,))
-        db.execute(f"INSERT INTO q SELECT * FROM s{i}.q")
-        db.execute(f"INSERT INTO a SELECT * FROM s{i}.a")
-        db.execute(f"DETACH DATABASE s{i}")
-    return db
+Bounds = tuple[int | None, int | None]  # question ids [low, high) of one part of the join; None: unbounded
 
 
-def _answer_groups(db: sqlite3.Connection) -> Iterator[tuple[int, list[tuple]]]:
-    """``(question id, its answers best first)`` for every question id that has answers, ascending."""
-    rows = db.execute("SELECT parent, score, id, date, src, off, len FROM a ORDER BY parent, score DESC, id")
+@dataclass
+class JoinPart:
+    """The join's outcome for the questions of one id range: counts, and the best eligible pairs found."""
+
+    rejected: Counter = field(default_factory=Counter)
+    answers: Counter = field(default_factory=Counter)
+    kept: int = 0
+    heap: list[tuple] = field(default_factory=list)
+
+
+def id_parts(spans: list[SpanResult], parts: int) -> list[Bounds]:
+    """``parts`` question-id ranges (by value, between the smallest and largest id) covering every id."""
+    lows, highs = [], []
+    for span in spans:
+        db = _connect(Path(span.db))
+        try:
+            low, high = db.execute("SELECT min(id), max(id) FROM q").fetchone()
+        finally:
+            db.close()
+        if low is not None:
+            lows.append(low)
+            highs.append(high)
+    if parts <= 1 or not lows or max(highs) - min(lows) < parts:
+        return [(None, None)]
+    low, width = min(lows), (max(highs) - min(lows) + 1) / parts
+    cuts = [low + int(width * i) for i in range(1, parts)]
+    return list(zip([None, *cuts], [*cuts, None]))
+
+
+def _range(column: str, bounds: Bounds) -> tuple[str, tuple]:
+    low, high = bounds
+    terms = [(f"{column} >= ?", low) if low is not None else None, (f"{column} < ?", high) if high is not None else None]
+    terms = [t for t in terms if t is not None]
+    return (" WHERE " + " AND ".join(t[0] for t in terms) if terms else ""), tuple(t[1] for t in terms)
+
+
+def _sorted_rows(spans: list[SpanResult], sql: str, args: tuple, key: Callable | None) -> Iterator[tuple]:
+    """The rows of every range's database, merged in sort order (each database sorts its own on disk)."""
+    dbs = [_connect(Path(span.db)) for span in spans]
+    try:
+        yield from heapq.merge(*(db.execute(sql, args) for db in dbs), key=key)
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def _answer_groups(spans: list[SpanResult], bounds: Bounds) -> Iterator[tuple[int, list[tuple]]]:
+    """``(question id, its answers best first)`` for every question id in ``bounds`` that has answers."""
+    where, args = _range("parent", bounds)
+    rows = _sorted_rows(spans, f"SELECT parent, score, id, date, src, off, len FROM a{where} "
+                               "ORDER BY parent, score DESC, id", args, key=lambda r: (r[0], -r[1], r[2]))
     group: list[tuple] = []
     for row in rows:
         if group and row[0] != group[0][0]:
@@ -228,26 +257,80 @@ def _answer_groups(db: sqlite3.Connection) -> Iterator[tuple[int, list[tuple]]]:
         yield group[0][0], group
 
 
+def join_part(cfg: SelectionConfig, spans: list[SpanResult], bounds: Bounds = (None, None)) -> JoinPart:
+    """Join the questions of ``bounds`` with their answers: the question rules on those with an answer reaching
+    the minimum score, then each one's top answer (cleaned, checked); keeps the best ``keep_per_site`` pairs."""
+    part = JoinPart()
+    outcomes, heap = part.answers, part.heap
+    spools = {span.index: open(span.spool, "rb") for span in spans}
+    answers = _answer_groups(spans, bounds)
+    where, args = _range("id", bounds)
+    questions = _sorted_rows(spans, f"SELECT id, closed, score, date, src, off, len FROM q{where} ORDER BY id",
+                             args, key=None)
+    try:
+        pending = next(answers, None)
+        for qid, closed, qscore, qdate, qsrc, qoff, qlen in questions:
+            while pending is not None and pending[0] < qid:  # answers whose question is not in the dump
+                outcomes["question_not_found"] += len(pending[1])
+                pending = next(answers, None)
+            if pending is None or pending[0] != qid:
+                part.rejected["no_answer_min_score"] += 1
+                continue
+            group = pending[1]
+            pending = next(answers, None)
+            title, _, body = _read(spools, (qsrc, qoff, qlen)).split("\0", 2)
+            reason = question_reason(title, body, bool(closed))
+            if reason is not None:
+                part.rejected[reason] += 1
+                outcomes["question_rejected"] += len(group)
+                continue
+            outcomes["top_answer"] += 1
+            if len(group) > 1:
+                outcomes["not_top_answer"] += len(group) - 1
+            _, ascore, aid, adate, asrc, aoff, alen = group[0]
+            text, reason = _check_answer(cfg, "" if aoff < 0 else _read(spools, (asrc, aoff, alen)))
+            if reason is not None:
+                part.rejected[reason] += 1
+                continue
+            part.kept += 1
+            item = (qscore, -qid, text, (qdate, (qsrc, qoff, qlen), (ascore, aid, adate, None)))
+            if len(heap) < cfg.keep_per_site:
+                heapq.heappush(heap, item)
+            elif cfg.keep_per_site > 0:
+                heapq.heappushpop(heap, item)
+        while pending is not None:
+            outcomes["question_not_found"] += len(pending[1])
+            pending = next(answers, None)
+    finally:
+        answers.close()
+        questions.close()
+        for fh in spools.values():
+            fh.close()
+    return part
+
+
 def finish_site(site: str, group: str, label: str, cfg: SelectionConfig, spans: list[SpanResult],
-                workdir: str) -> SiteResult:
-    """Join the questions with their answers, check each kept question's top answer, keep the best pairs."""
+                parts: list[JoinPart]) -> SiteResult:
+    """Add up the ranges' and the join parts' counts; the best ``keep_per_site`` pairs become examples."""
     result = SiteResult(site, group, label)
-    for span in spans:  # the ranges' counts add up
+    for span in spans:
         for kind, n in span.rows_by_type.items():
             result.rows_by_type[kind] = result.rows_by_type.get(kind, 0) + n
         result.questions.update(span.questions)
         result.rejected.update(span.rejected)
         result.answers.update(span.answers)
+    for part in parts:
+        result.rejected.update(part.rejected)
+        result.answers.update(part.answers)
+        result.questions["kept"] += part.kept
+    best = sorted((item for part in parts for item in part.heap), reverse=True)[: max(cfg.keep_per_site, 0)]
     spools = {span.index: open(span.spool, "rb") for span in spans}
-    db = _merged_db(spans, workdir)
     try:
-        heap = _join(db, spools, cfg, result)
-        for qscore, negid, text, (qdate, qref, best) in sorted(heap, reverse=True):
+        for qscore, negid, text, (qdate, qref, answer) in best:
             title, tags, body = _read(spools, qref).split("\0", 2)
-            pair = _Pair(site, group, -negid, qscore, title, body, qdate, best, text, parse_tags(tags))
+            pair = _Pair(site, group, -negid, qscore, title, body, qdate, answer, text, parse_tags(tags))
             result.candidates.append(build_example(pair, cfg))
     finally:
-        db.close()
         for fh in spools.values():
             fh.close()
     return result
@@ -258,47 +341,6 @@ def _read(spools: dict[int, IO[bytes]], ref: tuple[int, int, int]) -> str:
     fh = spools[src]
     fh.seek(off)
     return fh.read(n).decode("utf-8", "surrogatepass")
-
-
-def _join(db: sqlite3.Connection, spools: dict[int, IO[bytes]], cfg: SelectionConfig,
-          result: SiteResult) -> list[tuple]:
-    """The merge of questions and answer groups, both by id; returns the heap of the best eligible pairs."""
-    outcomes, heap = result.answers, []
-    answers = _answer_groups(db)
-    pending = next(answers, None)
-    questions = db.execute("SELECT id, kept, score, date, src, off, len FROM q ORDER BY id")
-    for qid, kept, qscore, qdate, qsrc, qoff, qlen in questions:
-        while pending is not None and pending[0] < qid:  # answers whose question is not in the dump
-            outcomes["question_not_found"] += len(pending[1])
-            pending = next(answers, None)
-        group = pending[1] if pending is not None and pending[0] == qid else None
-        if group is not None:
-            pending = next(answers, None)
-        if not kept:
-            if group:
-                outcomes["question_rejected"] += len(group)
-            continue
-        if not group:
-            result.rejected["no_answer_min_score"] += 1
-            continue
-        outcomes["top_answer"] += 1
-        if len(group) > 1:
-            outcomes["not_top_answer"] += len(group) - 1
-        _, ascore, aid, adate, asrc, aoff, alen = group[0]
-        text, reason = _check_answer(cfg, "" if aoff < 0 else _read(spools, (asrc, aoff, alen)))
-        if reason is not None:
-            result.rejected[reason] += 1
-            continue
-        result.questions["kept"] += 1
-        item = (qscore, -qid, text, (qdate, (qsrc, qoff, qlen), (ascore, aid, adate, None)))
-        if len(heap) < cfg.keep_per_site:
-            heapq.heappush(heap, item)
-        elif cfg.keep_per_site > 0:
-            heapq.heappushpop(heap, item)
-    while pending is not None:
-        outcomes["question_not_found"] += len(pending[1])
-        pending = next(answers, None)
-    return heap
 
 
 def _check_answer(cfg: SelectionConfig, raw_html: str) -> tuple[str, str | None]:
@@ -348,8 +390,8 @@ def select_site(dump: DumpInput, group: str, cfg: SelectionConfig,
                 progress: Callable[[int], None] | None = None) -> SiteResult:
     """Read one site's dump in this process and select its LIMA candidates (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="lima-se-") as workdir:
-        span = scan_span(dump, cfg, workdir, 0, None, progress)
-        return finish_site(dump.site, group, dump_label(dump), cfg, [span], workdir)
+        spans = [scan_span(dump, cfg, workdir, 0, None, progress)]
+        return finish_site(dump.site, group, dump_label(dump), cfg, spans, [join_part(cfg, spans)])
 
 
 def dump_label(dump: DumpInput) -> str:

@@ -29,8 +29,8 @@ from lima_align.curate.site_sampling import site_weights, temperature_sample
 from lima_align.errors import DataError
 from lima_align.sources.base import Curated, Progress
 from lima_align.sources.se_dump import DumpInput, resolve_input, split_spans
-from lima_align.sources.se_pairs import (SOURCE, SelectionConfig, SiteResult, SpanResult, dump_label, finish_site,
-                                         scan_span)
+from lima_align.sources.se_pairs import (SOURCE, JoinPart, SelectionConfig, SiteResult, SpanResult, dump_label,
+                                         finish_site, id_parts, join_part, scan_span)
 from lima_align.sources.se_sites import EXCLUDED, GROUPS, SiteInfo, classify, load_site_table
 
 __all__ = ["SelectionConfig", "StackExchangeConfig", "StackExchangeSource", "curate_stackexchange", "total_bytes"]
@@ -118,6 +118,19 @@ class _SitePlan:
     workdir: str
     spans: list[tuple[int, int] | None]  # None: the whole dump
     done: list[SpanResult] = field(default_factory=list)
+    parts: list[JoinPart] = field(default_factory=list)
+    bounds: list = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return dump_label(self.dump)
+
+    def size(self, k: int) -> int:
+        span = self.spans[k]
+        return self.dump.size if span is None else span[1] - span[0]
+
+    def scanned(self) -> list[SpanResult]:
+        return sorted(self.done, key=lambda s: s.index)
 
 
 def _plan_spans(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConfig, root: str) -> list[_SitePlan]:
@@ -133,10 +146,6 @@ def _plan_spans(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeCon
     return plans
 
 
-def _span_size(plan: _SitePlan, span: tuple[int, int] | None) -> int:
-    return plan.dump.size if span is None else span[1] - span[0]
-
-
 def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConfig,
                progress: Progress | None = None) -> list[SiteResult]:
     """Run the per-site pass on every planned dump, in ``cfg.workers`` processes; results in input order."""
@@ -144,21 +153,26 @@ def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConf
     with tempfile.TemporaryDirectory(prefix="lima-se-") as root:
         plans = _plan_spans(planned, cfg, root)
         if cfg.workers <= 1:
-            return [finish_site(p.dump.site, p.group, dump_label(p.dump), selection,
-                                [scan_span(p.dump, selection, p.workdir, 0, None, progress)], p.workdir)
-                    for p in plans]
+            results = []
+            for plan in plans:
+                spans = [scan_span(plan.dump, selection, plan.workdir, 0, None, progress)]
+                results.append(finish_site(plan.dump.site, plan.group, plan.label, selection, spans,
+                                           [join_part(selection, spans)]))
+            return results
         return _read_in_pool(plans, cfg, selection, progress)
 
 
 def _read_in_pool(plans: list[_SitePlan], cfg: StackExchangeConfig, selection: SelectionConfig,
                   progress: Progress | None) -> list[SiteResult]:
+    """Scans of every range of every site, then each site's join in id ranges (as many as its file had byte
+    ranges), all in one pool; each site is finished here as soon as its last join part is back."""
     results: dict[int, SiteResult] = {}
     # spawn, not fork: the parent may hold threads (progress bar), which fork does not carry safely.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context) as pool:
         # The largest ranges first, so that the last to finish is a small one.
         order = sorted(((i, k) for i, p in enumerate(plans) for k in range(len(p.spans))),
-                       key=lambda ik: -_span_size(plans[ik[0]], plans[ik[0]].spans[ik[1]]))
+                       key=lambda ik: -plans[ik[0]].size(ik[1]))
         pending = {pool.submit(scan_span, plans[i].dump, selection, plans[i].workdir, k, plans[i].spans[k]):
                    ("scan", i, k) for i, k in order}
         try:
@@ -167,16 +181,20 @@ def _read_in_pool(plans: list[_SitePlan], cfg: StackExchangeConfig, selection: S
                 for future in done:
                     what, i, k = pending.pop(future)
                     plan = plans[i]
-                    if what == "finish":
-                        results[i] = future.result()
+                    if what == "scan":
+                        plan.done.append(future.result())
+                        if progress is not None:
+                            progress(plan.size(k))
+                        if len(plan.done) < len(plan.spans):
+                            continue
+                        plan.bounds = id_parts(plan.scanned(), len(plan.spans))
+                        for bounds in plan.bounds:
+                            pending[pool.submit(join_part, selection, plan.scanned(), bounds)] = ("join", i, 0)
                         continue
-                    plan.done.append(future.result())
-                    if progress is not None:
-                        progress(_span_size(plan, plan.spans[k]))
-                    if len(plan.done) == len(plan.spans):
-                        spans = sorted(plan.done, key=lambda s: s.index)
-                        pending[pool.submit(finish_site, plan.dump.site, plan.group, dump_label(plan.dump),
-                                            selection, spans, plan.workdir)] = ("finish", i, 0)
+                    plan.parts.append(future.result())
+                    if len(plan.parts) == len(plan.bounds):
+                        results[i] = finish_site(plan.dump.site, plan.group, plan.label, selection,
+                                                 plan.scanned(), plan.parts)
         except BaseException:
             for future in pending:
                 future.cancel()
