@@ -48,10 +48,12 @@ def shared_data() -> Path:
 
 
 def real_rows() -> list[bytes]:
+    """The rows of the shared dumps, the ids of each site after the first shifted so that no id repeats."""
     rows = []
-    for site in SITES:
+    for i, site in enumerate(SITES):
+        repl = (lambda m, s=i * 1_000_000: m.group(1) + b'="' + str(int(m.group(2)) + s).encode() + b'"')
         with (shared_data() / site / "Posts.xml").open("rb") as fh:
-            rows += [line.strip() for line in fh if line.lstrip().startswith(b"<row ")]
+            rows += [_IDS.sub(repl, line.strip()) for line in fh if line.lstrip().startswith(b"<row ")]
     return rows
 
 

@@ -251,3 +251,30 @@ def test_lima_7z_names_a_missing_tool(tmp_path, monkeypatch, se_data):
     archive.write_bytes(b"7z")
     with pytest.raises(DataError, match="LIMA_7Z='no-such-7zip-tool' is not an executable"):
         resolve_input(archive)
+
+
+def test_a_repeated_question_id_drops_every_such_row_however_the_file_is_cut(tmp_path):
+    from xml.sax.saxutils import quoteattr
+
+    long = "<p>" + "The grind size decides how fast the water flows through the coffee. " * 22 + "</p>"
+    rows = []
+    for i in range(1, 41):
+        rows.append({"Id": i, "PostTypeId": 1, "Score": i, "Title": f"Question {i}?", "Body": f"<p>Why {i}?</p>",
+                     "CreationDate": "2019-01-01T00:00:00.000"})
+        rows.append({"Id": 1000 + i, "PostTypeId": 2, "ParentId": i, "Score": 20, "Body": long,
+                     "CreationDate": "2019-01-02T00:00:00.000"})
+    twin = dict(rows[10], Title="Another question with the same id?")  # Id 6, far from the first one
+    rows.append(twin)
+    body = "".join(f"  <row {' '.join(f'{k}={quoteattr(str(v))}' for k, v in r.items())} />\n" for r in rows)
+    site = tmp_path / "coffee.stackexchange.com"
+    site.mkdir()
+    (site / "Posts.xml").write_text(f'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n{body}</posts>\n')
+    results = [curate_stackexchange([str(site)], StackExchangeConfig(progress=False, workers=w, min_span_mb=1e-4))
+               for w in (1, 3)]
+    assert len(split_spans(site / "Posts.xml", 3, 100)) == 3
+    for result in results:
+        report = result.report["sites"]["coffee.stackexchange.com"]
+        assert report["questions"]["rejected"] == {"question_duplicate_id": 2}
+        assert report["questions"]["kept"] == 39 and report["answers"]["outcomes"]["question_rejected"] == 1
+        assert 6 not in {e.meta["question_id"] for e in result.examples}
+    assert results[0].examples == results[1].examples

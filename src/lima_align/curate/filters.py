@@ -21,6 +21,7 @@ PLANTED_POST_IDS = frozenset({1000000001, 1000000010})
 REASONS = {
     "planted_post": "one of the two fake posts planted in every dump (Id 1000000001/1000000010, owner -1)",
     "missing_fields": "a question or answer row without Id, Score, Body (or Title, ParentId) or with a bad number",
+    "question_duplicate_id": "an Id given to more than one question row of the dump (every such row is dropped)",
     "question_empty": "question with an empty title or body",
     "question_closed": "question closed (ClosedDate set)",
     "question_duplicate": "question marked as a duplicate",

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from itertools import groupby
+from operator import itemgetter
 import sqlite3
 import tempfile
 from collections import Counter
@@ -269,10 +271,18 @@ def join_part(cfg: SelectionConfig, spans: list[SpanResult], bounds: Bounds = (N
                              args, key=None)
     try:
         pending = next(answers, None)
-        for qid, closed, qscore, qdate, qsrc, qoff, qlen in questions:
+        for qid, rows in groupby(questions, key=itemgetter(0)):
+            _, closed, qscore, qdate, qsrc, qoff, qlen = next(rows)
+            twins = sum(1 for _ in rows)  # a real dump never repeats an Id; which row wins must not depend on order
             while pending is not None and pending[0] < qid:  # answers whose question is not in the dump
                 outcomes["question_not_found"] += len(pending[1])
                 pending = next(answers, None)
+            if twins:
+                part.rejected["question_duplicate_id"] += twins + 1
+                if pending is not None and pending[0] == qid:
+                    outcomes["question_rejected"] += len(pending[1])
+                    pending = next(answers, None)
+                continue
             if pending is None or pending[0] != qid:
                 part.rejected["no_answer_min_score"] += 1
                 continue
