@@ -475,14 +475,16 @@ def _drain(parser: etree.XMLPullParser, counts: dict[str, int],
                 del parent[0]
 
 
-def read_question(elem: etree._Element) -> Post | str:
-    """A question row as a :class:`Post`, or the reason key of a counted skip."""
+def read_question(elem: etree._Element, owners: bool = True) -> Post | str:
+    """A question row as a :class:`Post`, or the reason key of a counted skip (``owners=False``: ``owner`` is
+    only read where the planted-post check needs it, and is 0 elsewhere)."""
     get = elem.get
     try:
-        post = Post(id=int(get("Id")), type=QUESTION, score=int(get("Score")), body=get("Body"),
+        qid = int(get("Id"))
+        owner = int(get("OwnerUserId") or 0) if owners or qid in PLANTED_POST_IDS else 0
+        post = Post(id=qid, type=QUESTION, score=int(get("Score")), body=get("Body"),
                     title=get("Title"), tags=get("Tags") or "", closed=bool(get("ClosedDate")),
-                    created=get("CreationDate") or "", edited=get("LastEditDate") or "",
-                    owner=int(get("OwnerUserId") or 0))
+                    created=get("CreationDate") or "", edited=get("LastEditDate") or "", owner=owner)
     except (TypeError, ValueError):
         return "missing_fields"
     if post.body is None or post.title is None:
@@ -490,19 +492,21 @@ def read_question(elem: etree._Element) -> Post | str:
     return "planted_post" if post.id in PLANTED_POST_IDS and post.owner == -1 else post
 
 
-def read_answer(elem: etree._Element, min_score: int) -> Post | str:
+def read_answer(elem: etree._Element, min_score: int, owners: bool = True) -> Post | str:
     """An answer row as a :class:`Post` if it scores at least ``min_score``, else the reason key of a skip.
 
-    The body of a low-scoring answer is never read: most answers stop here, cheaply.
+    The body of a low-scoring answer is never read: most answers stop here, cheaply. ``owners`` as for
+    :func:`read_question`.
     """
     get = elem.get
     try:
         score = int(get("Score"))
         if score < min_score:
             return "below_min_score"
-        post = Post(id=int(get("Id")), type=ANSWER, score=score, body=get("Body"), parent=int(get("ParentId")),
-                    created=get("CreationDate") or "", edited=get("LastEditDate") or "",
-                    owner=int(get("OwnerUserId") or 0))
+        aid = int(get("Id"))
+        owner = int(get("OwnerUserId") or 0) if owners or aid in PLANTED_POST_IDS else 0
+        post = Post(id=aid, type=ANSWER, score=score, body=get("Body"), parent=int(get("ParentId")),
+                    created=get("CreationDate") or "", edited=get("LastEditDate") or "", owner=owner)
     except (TypeError, ValueError):
         return "missing_fields"
     if post.body is None:

@@ -132,6 +132,7 @@ class _SpanState:
         self.spool = open(result.spool, "wb", buffering=1 << 20)
         self.end = 0
         self.qrows: list[tuple] = []
+        self.below = 0  # answers below the minimum score
         self.arows: list[tuple] = []
 
     def put(self, text: str) -> tuple[int, int]:
@@ -142,7 +143,7 @@ class _SpanState:
         return ref
 
     def question(self, elem: Any) -> None:
-        q = read_question(elem)
+        q = read_question(elem, owners=False)
         if isinstance(q, str):
             self.result.rejected[q] += 1
             return
@@ -154,7 +155,14 @@ class _SpanState:
             self.flush()
 
     def answer(self, elem: Any) -> None:
-        a = read_answer(elem, self.cfg.min_score)
+        try:  # the fast path of most answers: below the minimum score, nothing else is read
+            below = int(elem.get("Score")) < self.cfg.min_score
+        except (TypeError, ValueError):
+            below = False  # read_answer names the problem
+        if below:
+            self.below += 1
+            return
+        a = read_answer(elem, self.cfg.min_score, owners=False)
         if isinstance(a, str):
             self.result.answers[a] += 1
             return
@@ -176,6 +184,9 @@ class _SpanState:
         self.db.execute("COMMIT")
 
     def close(self) -> None:
+        if self.below:
+            self.result.answers["below_min_score"] += self.below
+            self.below = 0
         self.flush()
         self.db.close()
         self.spool.close()
