@@ -95,17 +95,20 @@ def prompt_is_title(seed: int, site: str, question_id: int, title_prob: float) -
 
 
 BATCH = 4096  # records per SQLite insert
-CACHE_KIB = 65_536  # SQLite page cache per connection (sorting spills to disk past it)
+# SQLite page cache (KiB): a range's writer needs few pages (rows are appended); the join's sorts share one budget
+# across their connections (two per range), spilling to temporary files past it, so memory stays flat.
+WRITE_CACHE_KIB = 8_192
+SORT_CACHE_KIB = 32_768
 _SCHEMA = """
 CREATE TABLE q (id INTEGER, closed INTEGER, score INTEGER, date TEXT, src INTEGER, off INTEGER, len INTEGER);
 CREATE TABLE a (parent INTEGER, score INTEGER, id INTEGER, date TEXT, src INTEGER, off INTEGER, len INTEGER);
 """
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, cache_kib: int = WRITE_CACHE_KIB) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; "
-                     f"PRAGMA cache_size=-{CACHE_KIB};")
+                     f"PRAGMA cache_size=-{max(1024, cache_kib)};")
     return db
 
 
@@ -247,7 +250,7 @@ def _range(column: str, bounds: Bounds) -> tuple[str, tuple]:
 
 def _sorted_rows(spans: list[SpanResult], sql: str, args: tuple, key: Callable | None) -> Iterator[tuple]:
     """The rows of every range's database, merged in sort order (each database sorts its own on disk)."""
-    dbs = [_connect(Path(span.db)) for span in spans]
+    dbs = [_connect(Path(span.db), SORT_CACHE_KIB // (2 * len(spans))) for span in spans]
     try:
         yield from heapq.merge(*(db.execute(sql, args) for db in dbs), key=key)
     finally:
