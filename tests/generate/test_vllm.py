@@ -153,6 +153,7 @@ def _cli(*args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
 
 
+@pytest.mark.slow  # three vLLM engine starts, ~230 s on 2 cores; generate's resume (test_batch.py) stays in the default run
 def test_generate_killed_then_resumed_by_two_engines_loses_and_duplicates_nothing(engines, tmp_path):
     vllm_engine, _ = engines
     prompts = tmp_path / "prompts.jsonl"

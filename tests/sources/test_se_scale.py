@@ -15,8 +15,9 @@ import pytest
 from lima_align.cli import main
 from lima_align.errors import DataError
 from lima_align.sources.se_dump import iter_chunks, iter_rows, resolve_input, row_start, split_spans
-from lima_align.sources import se_pairs
-from lima_align.sources.se_pairs import SelectionConfig, select_site
+from lima_align.sources import se_store
+from lima_align.sources.se_pairs import SelectionConfig
+from lima_align.sources.se_store import select_site
 from lima_align.sources.stackexchange import StackExchangeConfig, curate_stackexchange
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,7 +182,7 @@ def test_memory_does_not_grow_with_the_number_of_questions(se_data, tmp_path, mo
     """Python-side peak (tracemalloc) of the whole site pass on 2 and on 16 copies of a real dump: the per-post
     state lives in SQLite and the spool, so 8x the questions must not cost more memory (the kept pairs are
     bounded by keep_per_site, reached by both; records go to SQLite in batches, made small here)."""
-    monkeypatch.setattr(se_pairs, "BATCH", 200)
+    monkeypatch.setattr(se_store, "BATCH", 200)
     cfg = SelectionConfig(min_score=3, min_chars=400, keep_per_site=20)
     peaks = {}
     for copies in (2, 16):
@@ -278,3 +279,66 @@ def test_a_repeated_question_id_drops_every_such_row_however_the_file_is_cut(tmp
         assert report["questions"]["kept"] == 39 and report["answers"]["outcomes"]["question_rejected"] == 1
         assert 6 not in {e.meta["question_id"] for e in result.examples}
     assert results[0].examples == results[1].examples
+
+
+def _dump(tmp_path: Path, rows: list[dict], head: bytes = b'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n',
+          tail: bytes = b"</posts>\n", between: bytes = b"", encoding: str = "utf-8") -> Path:
+    from xml.sax.saxutils import quoteattr
+
+    lines = [f"  <row {' '.join(f'{k}={quoteattr(str(v))}' for k, v in r.items())} />\n".encode(encoding)
+             for r in rows]
+    lines.insert(len(lines) // 2, between)
+    site = tmp_path / "coffee.stackexchange.com"
+    site.mkdir(exist_ok=True)
+    (site / "Posts.xml").write_bytes(head + b"".join(lines) + tail)
+    return site
+
+
+def _pairs(n: int, body: str = "The grind size decides how fast the water flows through the coffee. ") -> list[dict]:
+    rows = []
+    for i in range(1, n + 1):
+        rows.append({"Id": i, "PostTypeId": 1, "Score": i, "Title": f"Question {i}?", "Body": f"<p>Why {i}?</p>",
+                     "CreationDate": "2019-01-01T00:00:00.000"})
+        rows.append({"Id": 10_000 + i, "PostTypeId": 2, "ParentId": i, "Score": 20, "Body": f"<p>{body * 22}</p>",
+                     "CreationDate": "2019-01-02T00:00:00.000"})
+    return rows
+
+
+def _one_and_three(site: Path):
+    return [curate_stackexchange([str(site)], StackExchangeConfig(progress=False, workers=w, min_span_mb=1e-4))
+            for w in (1, 3)]
+
+
+def test_ids_past_64_bits_are_counted_not_a_crash(tmp_path):
+    rows = _pairs(10) + [{"Id": 2**63, "PostTypeId": 1, "Score": 1, "Title": "t?", "Body": "<p>b</p>"},
+                         {"Id": 5, "PostTypeId": 2, "ParentId": 2**64, "Score": 50, "Body": "<p>x</p>"}]
+    for result in _one_and_three(_dump(tmp_path, rows)):
+        report = result.report["sites"]["coffee.stackexchange.com"]
+        assert report["questions"]["rejected"] == {"missing_fields": 1} and report["questions"]["kept"] == 10
+        assert report["answers"]["outcomes"]["missing_fields"] == 1
+
+
+def test_a_latin1_dump_with_an_attributed_root_reads_the_same_in_ranges(tmp_path):
+    head = b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<rowset generator="test">\n'
+    site = _dump(tmp_path, _pairs(30, "Caf\u00e9 cr\u00e8me needs a fine grind and a short pull of water. "),
+                 head=head, tail=b"</rowset>\n", encoding="latin-1")
+    assert len(split_spans(site / "Posts.xml", 3, 100)) == 3
+    one, three = _one_and_three(site)
+    assert one.examples == three.examples and len(one.examples) == 30
+    assert "Caf\u00e9 cr\u00e8me" in one.examples[0].conversations[1]
+
+
+def test_an_element_between_rows_longer_than_a_chunk_is_left_whole(tmp_path):
+    note = b"  <note>" + b"x" * (3 << 19) + b"</note>\n"  # 1.5 MiB: it spans a 1 MiB chunk boundary
+    one, three = _one_and_three(_dump(tmp_path, _pairs(20), between=note))
+    assert one.examples == three.examples and len(one.examples) == 20
+
+
+def test_a_repeated_answer_id_under_one_question_drops_those_rows(tmp_path):
+    rows = _pairs(12)
+    rows.append(dict(rows[5], Body="<p>" + "A different answer with the same id and score. " * 30 + "</p>"))
+    for result in _one_and_three(_dump(tmp_path, rows)):
+        report = result.report["sites"]["coffee.stackexchange.com"]
+        assert report["answers"]["outcomes"]["duplicate_id"] == 2
+        assert report["questions"]["rejected"] == {"no_answer_min_score": 1}
+        assert 3 not in {e.meta["question_id"] for e in result.examples}

@@ -66,6 +66,7 @@ def test_two_cpu_processes_match_one_process(lima_path, base_tokenizer, tmp_path
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow  # ~95 s on 2 cores; test_two_cpu_processes_match_one_process stays in the default run
 def test_two_processes_resume_mid_epoch_like_an_uninterrupted_run(lima_path, base_tokenizer, tmp_path):
     # SIGTERM in both processes at step 2: step 3 (the middle of epoch 2) is saved and the run stops; resumed, it
     # must see the rest of epoch 2's shuffle, not epoch 1's again (the sampler sits under DDP's resume wrappers)

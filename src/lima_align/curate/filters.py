@@ -56,7 +56,7 @@ _ANSWER_REFERS = re.compile(
     r"(?:above|below|previous|accepted|other) answers?|stack ?exchange|stack ?overflow|this site|"
     r"this question|the op|op['’]s|the poster)\b|(?<![\w.])@\w",
     re.IGNORECASE)
-# Every match of _ANSWER_REFERS contains one of these in the case-folded text: most answers skip the regex.
+# Every match of _ANSWER_REFERS in an ASCII text contains one of these, lower-cased: most answers skip the regex.
 _ANSWER_KEYS = ("mentioned", "stated", "noted", "said", "pointed out", "as others", "answer", "stack", "this site",
                 "this question", "the op", "op'", "op’", "the poster", "@")
 MIN_OWN_TEXT = 20  # characters of text outside links for a body not to count as "only a link"
@@ -110,8 +110,9 @@ def first_person_reason(text: str, *, prose: str | None = None) -> str | None:
 def reference_reason(text: str, *, prose: str | None = None) -> str | None:
     """Prose that refers to other answers, the asker or the site ("as mentioned", "stack exchange", ...)."""
     prose = strip_code(text) if prose is None else prose
-    folded = prose.casefold()
-    if not any(key in folded for key in _ANSWER_KEYS):
+    # The prescreen only where case folding is plain (ASCII): re.IGNORECASE matches some non-ASCII letters (İ, K)
+    # to ASCII ones in ways casefold does not.
+    if prose.isascii() and not any(key in prose.lower() for key in _ANSWER_KEYS):
         return None
     return "answer_refers_to_others" if _ANSWER_REFERS.search(prose) else None
 

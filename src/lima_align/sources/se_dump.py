@@ -1,15 +1,15 @@
 """Streaming reader of a Stack Exchange ``Posts.xml``: from a file, a directory or a ``.7z`` archive, in constant memory.
 
 Bytes are fed in chunks to lxml's pull parser (entity resolution, DTD loading and network access off), so no
-``Posts.xml`` is ever held whole in memory and a ``.7z`` is decompressed as a stream, never extracted to disk:
-through ``7zz`` / ``7z`` (``x -so``, its own optimised LZMA decoder in its own process) when one is on PATH,
-else ``py7zr`` in a thread that hands chunks over a small bounded queue (``LIMA_7Z=py7zr`` forces it,
-``LIMA_7Z=/path/to/7zz`` names the tool). Each ``<row>`` is turned into a small :class:`Post` (questions and
-answers only; other post types are only counted) and freed at once.
+``Posts.xml`` is ever held whole in memory and a ``.7z`` is decompressed as a stream, never extracted to disk
+(:mod:`lima_align.sources.se_archive`: 7-Zip when on PATH, else py7zr). Each ``<row>`` is turned into a small
+:class:`Post` (questions and answers only; other post types are only counted) and freed at once.
 
 A plain ``Posts.xml`` can be read as byte ranges (:func:`split_spans`) by several processes: every dump has
 one ``<row .../>`` per line, and a line that starts with ``<row`` always starts a row (XML forbids a raw ``<``
 inside an attribute value), so a range cut at such a line and wrapped in the root element is well-formed XML.
+(A comment or CDATA section spanning lines that start with ``<row`` would break that; no dump holds one, and a
+file whose first row does not follow its root's start tag is read as one range.)
 
 Dump quirks accepted: a UTF-8 BOM, ``<!DOCTYPE ...>`` lines, ``Tags`` as ``<a><b>`` or ``|a|b|``, post types
 other than 1 and 2. A dump that declares XML entities (``<!ENTITY``, the "billion laughs" and external-entity
@@ -23,12 +23,7 @@ attributes is a counted skip.
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import shutil
-import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -37,9 +32,9 @@ from lxml import etree
 
 from lima_align.curate.filters import PLANTED_POST_IDS
 from lima_align.errors import DataError
+from lima_align.sources.se_archive import CHUNK, find_member, iter_member
 from lima_align.sources.se_sites import canonical_site, site_from_path
 
-CHUNK = 1 << 20
 QUESTION, ANSWER = 1, 2
 
 
@@ -82,7 +77,7 @@ def resolve_input(path: str | Path, site: str | None = None) -> DumpInput:
             raise DataError("directory holds no Posts.xml", p)
         return DumpInput(xml, name, size=xml.stat().st_size)
     if p.suffix.lower() == ".7z":
-        member, size = _find_member(p)
+        member, size = find_member(p)
         return DumpInput(p, name, member, size)
     return DumpInput(p, name, size=p.stat().st_size)
 
@@ -94,70 +89,6 @@ def parse_tags(raw: str | None) -> tuple[str, ...]:
     sep = "|" if raw.startswith("|") else None
     parts = raw.split("|") if sep else raw.replace("<", " ").replace(">", " ").split()
     return tuple(t for t in (p.strip() for p in parts) if t)
-
-
-def seven_zip_tool() -> str | None:
-    """The ``7zz`` / ``7z`` executable that streams ``.7z`` members, or None to use py7zr (``LIMA_7Z``)."""
-    choice = os.environ.get("LIMA_7Z", "").strip()
-    if choice.lower() == "py7zr":
-        return None
-    if choice:
-        tool = shutil.which(choice)
-        if tool is None:
-            raise DataError(f"LIMA_7Z={choice!r} is not an executable on PATH (use 7zz, 7z, or py7zr)")
-        return tool
-    return shutil.which("7zz") or shutil.which("7z")
-
-
-def _find_member(archive: Path) -> tuple[str, int]:
-    tool = seven_zip_tool()
-    if tool is not None:
-        return _find_member_7zz(tool, archive)
-    py7zr = _py7zr()
-    try:
-        with py7zr.SevenZipFile(archive, mode="r") as zf:
-            infos = zf.list()
-    except Exception as exc:  # py7zr raises many types (Bad7zFile, EOFError, LZMAError, ...) for bad archives
-        raise DataError(f"cannot open the 7z archive: truncated or corrupt ({exc or type(exc).__name__})",
-                        archive) from None
-    for info in infos:
-        if info.filename.replace("\\", "/").rsplit("/", 1)[-1].lower() == "posts.xml":
-            return info.filename, int(info.uncompressed or 0)
-    names = ", ".join(i.filename for i in infos[:10]) or "none"
-    raise DataError(f"archive holds no Posts.xml (members: {names})", archive)
-
-
-def _find_member_7zz(tool: str, archive: Path) -> tuple[str, int]:
-    """The Posts.xml member of an archive and its size, from ``7zz l -slt`` (technical listing)."""
-    run = subprocess.run([tool, "l", "-slt", "-ba", "--", str(archive)], capture_output=True)
-    if run.returncode != 0:
-        raise DataError(f"cannot open the 7z archive: truncated or corrupt ({_tool_error(run.stderr, run.stdout)})",
-                        archive)
-    names = []
-    for block in run.stdout.decode("utf-8", "replace").split("\n\n"):
-        fields = dict(line.split(" = ", 1) for line in block.splitlines() if " = " in line)
-        if "Path" not in fields or fields.get("Folder") == "+":
-            continue
-        names.append(fields["Path"])
-        if fields["Path"].replace("\\", "/").rsplit("/", 1)[-1].lower() == "posts.xml":
-            return fields["Path"], int(fields.get("Size") or 0)
-    raise DataError(f"archive holds no Posts.xml (members: {', '.join(names[:10]) or 'none'})", archive)
-
-
-def _tool_error(*outputs: bytes) -> str:
-    """The error lines 7-Zip printed (it writes some to stdout), in one line."""
-    lines = [ln.strip() for out in outputs for ln in out.decode("utf-8", "replace").splitlines()]
-    picked = [ln for ln in lines if ln and (ln.startswith(("ERROR", "Error", "E_", "Can not", "Cannot"))
-                                            or "rror" in ln or "Unexpected" in ln or "Headers" in ln)]
-    return "; ".join(picked[:4]) or "; ".join(ln for ln in lines if ln)[-300:] or "7-Zip failed"
-
-
-def _py7zr():
-    try:
-        import py7zr
-    except ImportError:
-        raise DataError("reading .7z archives needs the py7zr package: pip install py7zr") from None
-    return py7zr
 
 
 def iter_chunks(dump: DumpInput, span: tuple[int, int] | None = None) -> Iterator[bytes]:
@@ -173,102 +104,14 @@ def iter_chunks(dump: DumpInput, span: tuple[int, int] | None = None) -> Iterato
                 yield chunk
     elif span is not None:
         raise ValueError("a .7z member is a stream: it cannot be read by byte range")
-    elif (tool := seven_zip_tool()) is not None:
-        yield from _iter_7zz(tool, dump)
     else:
-        yield from _iter_7z(dump)
-
-
-def _iter_7zz(tool: str, dump: DumpInput) -> Iterator[bytes]:
-    """Stream one member through 7-Zip's ``x -so`` (decompression runs in that process, beside the parser)."""
-    proc = subprocess.Popen([tool, "x", "-so", "-spd", "-bd", "--", str(dump.path), dump.member],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    fed, done = 0, False
-    try:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(CHUNK):
-            fed += len(chunk)
-            yield chunk
-        done = True
-    finally:
-        if not done:  # the reader stopped early (error or early exit): stop the decompression
-            proc.kill()
-        _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise DataError(f"corrupt or truncated 7z archive after {fed} bytes of {dump.member}: "
-                        f"{_tool_error(err)}", dump.path)
-
-
-class _Cancelled(Exception):
-    pass
-
-
-def _queue_factory(py7zr, chunks: queue.Queue, cancel: threading.Event):
-    """A py7zr writer factory whose writers put each decompressed chunk on ``chunks`` (blocking when full)."""
-
-    class Writer(py7zr.Py7zIO):
-        def write(self, s):
-            if cancel.is_set():  # the reader stopped (error or early exit): abort the decompression
-                raise _Cancelled()
-            chunks.put(bytes(s))
-            return len(s)
-
-        def read(self, size=None):
-            return b""
-
-        def seek(self, offset, whence=0):
-            return 0
-
-        def flush(self):
-            return None
-
-        def size(self):
-            return 0
-
-    class Factory(py7zr.WriterFactory):
-        def create(self, filename):
-            return Writer()
-
-    return Factory()
-
-
-def _iter_7z(dump: DumpInput) -> Iterator[bytes]:
-    """Decompress one archive member in a thread, passing chunks over a bounded queue (constant memory)."""
-    py7zr = _py7zr()
-    chunks: queue.Queue = queue.Queue(maxsize=8)
-    cancel = threading.Event()
-
-    def work():
-        try:
-            with py7zr.SevenZipFile(dump.path, mode="r") as zf:
-                zf.extract(targets=[dump.member], factory=_queue_factory(py7zr, chunks, cancel))
-            chunks.put(None)
-        except BaseException as exc:  # handed to the reading thread, which reports it
-            chunks.put(exc)
-
-    thread = threading.Thread(target=work, name="7z-reader", daemon=True)
-    thread.start()
-    fed = 0
-    try:
-        while (item := chunks.get()) is not None:
-            if isinstance(item, _Cancelled):
-                return
-            if isinstance(item, BaseException):
-                raise DataError(f"corrupt or truncated 7z archive after {fed} bytes of {dump.member}: "
-                                f"{item or type(item).__name__}", dump.path) from None
-            fed += len(item)
-            yield item
-    finally:
-        cancel.set()
-        while thread.is_alive():  # unblock a writer waiting on a full queue
-            try:
-                chunks.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        yield from iter_member(dump.path, dump.member)
 
 
 _ROW_LINE = re.compile(rb"\n[ \t]*<row[ \t/>]")
+_FIRST_ROW = re.compile(rb"<row[\s/>]")
 _ROOT_OPEN = re.compile(rb"<([A-Za-z_][\w.:-]*)(?:\s[^<>]*)?>\s*$")
+_XML_DECL = re.compile(rb"<\?xml\s[^<>]*\?>")
 SCAN = 1 << 16
 
 
@@ -301,6 +144,8 @@ def split_spans(path: Path, parts: int, min_bytes: int) -> list[tuple[int, int]]
     has no row lines to cut at (a dump written on one line)."""
     size = path.stat().st_size
     parts = max(1, min(parts, size // max(1, min_bytes)))
+    if parts > 1 and range_wrapping(path) is None:
+        parts = 1
     cuts = [0]
     with path.open("rb") as fh:
         for i in range(1, parts):
@@ -310,14 +155,22 @@ def split_spans(path: Path, parts: int, min_bytes: int) -> list[tuple[int, int]]
     return [(start, end) for start, end in zip(cuts, [*cuts[1:], size])]
 
 
-def _root_tags(dump: DumpInput) -> tuple[bytes, bytes]:
-    """The root element's start and end tags (``<posts>``, ``</posts>``), read from the dump's prolog."""
-    with dump.path.open("rb") as fh:
+def range_wrapping(path: Path) -> tuple[bytes, bytes] | None:
+    """What a byte range after the first needs to be a document of its own: the XML declaration and the root's
+    whole start tag (attributes and namespaces included) before it, the root's end tag after it. None when the
+    prolog is not the plain shape of a dump (the root's start tag right before the first row): such a file is
+    read as one range."""
+    with path.open("rb") as fh:
         head = fh.read(SCAN)
-    end = head.find(b"<row")
-    found = _ROOT_OPEN.search(head[: end if end >= 0 else len(head)])
-    name = found.group(1) if found else b"posts"
-    return b"<" + name + b">", b"</" + name + b">"
+    first = _FIRST_ROW.search(head)
+    if first is None:
+        return None
+    prolog = head[: first.start()]
+    root = _ROOT_OPEN.search(prolog)
+    if root is None or root.group(0).endswith(b"/>"):
+        return None
+    decl = _XML_DECL.match(prolog.removeprefix(b"\xef\xbb\xbf").lstrip())
+    return (decl.group(0) if decl else b"") + root.group(0).rstrip(), b"</" + root.group(1) + b">"
 
 
 def iter_rows(dump: DumpInput, counts: dict[str, int], progress: Callable[[int], None] | None = None,
@@ -342,7 +195,9 @@ def scan_rows(dump: DumpInput, counts: dict[str, int], on_question: Callable[[et
     of each chunk are freed together once handled)."""
     where, root = None, None
     for parser, where in _parsed(dump, progress, span):
+        last = None
         for _, elem in parser.read_events():
+            last = elem
             if root is None:  # the first row: the prolog and DTD are parsed by now
                 if not where.doctype_checked:
                     _check_doctype(elem, where)
@@ -356,8 +211,13 @@ def scan_rows(dump: DumpInput, counts: dict[str, int], on_question: Callable[[et
                 on_question(elem)
             elif kind == "2":
                 on_answer(elem)
-        if root is not None and root.tag != "row":
-            del root[:]  # every row of the chunk is handled: the tree never holds more than one chunk's rows
+        if last is not None and root is not None and root is not last:
+            # The rows handled so far go (the tree never holds more than a chunk's rows); what follows the last
+            # one may still be under construction and stays.
+            if last.getparent() is root:
+                del root[: root.index(last) + 1]
+            else:
+                last.clear()
     _check_rows(counts, span, where)
 
 
@@ -375,10 +235,14 @@ def _parsed(dump: DumpInput, progress: Callable[[int], None] | None,
     where = _Position(dump, start)
     first, last = start == 0, span is None or end >= dump.path.stat().st_size
     if not first or not last:
-        open_tag, close_tag = _root_tags(dump)
+        wrapping = range_wrapping(dump.path)
+        if wrapping is None:
+            raise ValueError(f"{dump.path}: its prolog is not a dump's; it cannot be read by byte range")
+        open_tag, close_tag = wrapping
     if not first:
         _feed(parser, open_tag, where)
         where.doctype_checked = True  # the prolog is the first range's
+        where.prefix_lines = open_tag.count(b"\n")
     for chunk in iter_chunks(dump, span):
         if where.offset == 0:
             _check_prolog(chunk, dump)
@@ -399,6 +263,7 @@ class _Position:
     offset: int = 0
     doctype_checked: bool = False
     start: int = -1  # the byte range's first byte (lines of an error count from the file's start)
+    prefix_lines: int = 0  # newlines in what was fed before the range's bytes
 
     def __post_init__(self) -> None:
         self.start = self.offset
@@ -418,7 +283,7 @@ class _Position:
             while left > 0 and (block := fh.read(min(CHUNK, left))):
                 before += block.count(b"\n")
                 left -= len(block)
-        return before + line_in_range
+        return before + line_in_range - self.prefix_lines
 
 
 def _feed(parser: etree.XMLPullParser, chunk: bytes | None, where: _Position) -> None:
@@ -475,14 +340,25 @@ def _drain(parser: etree.XMLPullParser, counts: dict[str, int],
                 del parent[0]
 
 
+INT64 = 1 << 63
+
+
+def _number(text: str | None) -> int:
+    """An integer attribute; one outside 64 bits (no real dump has one) is as bad as a missing one."""
+    value = int(text)  # type: ignore[arg-type]  # None -> TypeError, like a missing attribute
+    if not -INT64 <= value < INT64:
+        raise ValueError(f"{value} is outside 64 bits")
+    return value
+
+
 def read_question(elem: etree._Element, owners: bool = True) -> Post | str:
     """A question row as a :class:`Post`, or the reason key of a counted skip (``owners=False``: ``owner`` is
     only read where the planted-post check needs it, and is 0 elsewhere)."""
     get = elem.get
     try:
-        qid = int(get("Id"))
+        qid = _number(get("Id"))
         owner = int(get("OwnerUserId") or 0) if owners or qid in PLANTED_POST_IDS else 0
-        post = Post(id=qid, type=QUESTION, score=int(get("Score")), body=get("Body"),
+        post = Post(id=qid, type=QUESTION, score=_number(get("Score")), body=get("Body"),
                     title=get("Title"), tags=get("Tags") or "", closed=bool(get("ClosedDate")),
                     created=get("CreationDate") or "", edited=get("LastEditDate") or "", owner=owner)
     except (TypeError, ValueError):
@@ -500,12 +376,12 @@ def read_answer(elem: etree._Element, min_score: int, owners: bool = True) -> Po
     """
     get = elem.get
     try:
-        score = int(get("Score"))
+        score = _number(get("Score"))
         if score < min_score:
             return "below_min_score"
-        aid = int(get("Id"))
+        aid = _number(get("Id"))
         owner = int(get("OwnerUserId") or 0) if owners or aid in PLANTED_POST_IDS else 0
-        post = Post(id=aid, type=ANSWER, score=score, body=get("Body"), parent=int(get("ParentId")),
+        post = Post(id=aid, type=ANSWER, score=score, body=get("Body"), parent=_number(get("ParentId")),
                     created=get("CreationDate") or "", edited=get("LastEditDate") or "", owner=owner)
     except (TypeError, ValueError):
         return "missing_fields"

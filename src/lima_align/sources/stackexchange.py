@@ -29,8 +29,8 @@ from lima_align.curate.site_sampling import site_weights, temperature_sample
 from lima_align.errors import DataError
 from lima_align.sources.base import Curated, Progress
 from lima_align.sources.se_dump import DumpInput, resolve_input, split_spans
-from lima_align.sources.se_pairs import (SOURCE, JoinPart, SelectionConfig, SiteResult, SpanResult, dump_label,
-                                         finish_site, id_parts, join_part, scan_span)
+from lima_align.sources.se_pairs import SOURCE, SelectionConfig, SiteResult, dump_label
+from lima_align.sources.se_store import JoinPart, SpanResult, finish_site, id_parts, join_part, scan_span
 from lima_align.sources.se_sites import EXCLUDED, GROUPS, SiteInfo, classify, load_site_table
 
 __all__ = ["SelectionConfig", "StackExchangeConfig", "StackExchangeSource", "curate_stackexchange", "total_bytes"]
@@ -196,6 +196,8 @@ def _read_in_pool(plans: list[_SitePlan], cfg: StackExchangeConfig, selection: S
                         results[i] = finish_site(plan.dump.site, plan.group, plan.label, selection,
                                                  plan.scanned(), plan.parts)
         except BaseException:
+            # Tasks not started are dropped; those running finish first (their temporary files must not be
+            # removed under them), so on a large file an error may take a range's time to show.
             for future in pending:
                 future.cancel()
             raise
