@@ -101,3 +101,18 @@ def test_stats_with_the_gemma_tokenizer(gemma, lima_train):
     assert result["total"]["examples"] == 1022
     # subword tokens outnumber whitespace words on English text
     assert result["total"]["output_tokens"] > words["total"]["output_tokens"]
+
+
+def test_a_cache_folder_of_an_older_conversion_is_not_taken_as_cached(tmp_path, monkeypatch):
+    """A folder built before BUILD_FORMAT changed (e.g. a tokenizer without the GGUF's <bos> flag) is rebuilt."""
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    folder = models.builtin_dir("gemma-3-270m")
+    folder.mkdir(parents=True)
+    marker = folder / "lima-align-builtin.json"
+    marker.write_text(json.dumps({"name": "gemma-3-270m", "package": "x", "gguf": "x.gguf"}))
+    assert not models.is_cached("gemma-3-270m")
+    marker.write_text(json.dumps({"name": "gemma-3-270m", "package": "x", "gguf": "x.gguf",
+                                  "format": models.BUILD_FORMAT}))
+    assert models.is_cached("gemma-3-270m")
+    marker.write_text("{not json")
+    assert not models.is_cached("gemma-3-270m")

@@ -19,17 +19,8 @@ from lima_align.sources import se_store
 from lima_align.sources.se_pairs import SelectionConfig
 from lima_align.sources.se_store import select_site
 from lima_align.sources.stackexchange import StackExchangeConfig, curate_stackexchange
+from tests.sources.conftest import SITES
 
-REPO = Path(__file__).resolve().parents[2]
-SITES = ("beer.stackexchange.com", "coffee.stackexchange.com")
-
-
-@pytest.fixture(scope="module")
-def se_data() -> Path:
-    root = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data")) / "stackexchange"
-    if not all((root / site / "Posts.xml").is_file() for site in SITES):
-        pytest.skip(f"shared data absent: Stack Exchange dumps under {root} (set LIMA_SHARED_DATA)")
-    return root
 
 
 @pytest.fixture()
@@ -254,33 +245,6 @@ def test_lima_7z_names_a_missing_tool(tmp_path, monkeypatch, se_data):
         resolve_input(archive)
 
 
-def test_a_repeated_question_id_drops_every_such_row_however_the_file_is_cut(tmp_path):
-    from xml.sax.saxutils import quoteattr
-
-    long = "<p>" + "The grind size decides how fast the water flows through the coffee. " * 22 + "</p>"
-    rows = []
-    for i in range(1, 41):
-        rows.append({"Id": i, "PostTypeId": 1, "Score": i, "Title": f"Question {i}?", "Body": f"<p>Why {i}?</p>",
-                     "CreationDate": "2019-01-01T00:00:00.000"})
-        rows.append({"Id": 1000 + i, "PostTypeId": 2, "ParentId": i, "Score": 20, "Body": long,
-                     "CreationDate": "2019-01-02T00:00:00.000"})
-    twin = dict(rows[10], Title="Another question with the same id?")  # Id 6, far from the first one
-    rows.append(twin)
-    body = "".join(f"  <row {' '.join(f'{k}={quoteattr(str(v))}' for k, v in r.items())} />\n" for r in rows)
-    site = tmp_path / "coffee.stackexchange.com"
-    site.mkdir()
-    (site / "Posts.xml").write_text(f'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n{body}</posts>\n')
-    results = [curate_stackexchange([str(site)], StackExchangeConfig(progress=False, workers=w, min_span_mb=1e-4))
-               for w in (1, 3)]
-    assert len(split_spans(site / "Posts.xml", 3, 100)) == 3
-    for result in results:
-        report = result.report["sites"]["coffee.stackexchange.com"]
-        assert report["questions"]["rejected"] == {"question_duplicate_id": 2}
-        assert report["questions"]["kept"] == 39 and report["answers"]["outcomes"]["question_rejected"] == 1
-        assert 6 not in {e.meta["question_id"] for e in result.examples}
-    assert results[0].examples == results[1].examples
-
-
 def _dump(tmp_path: Path, rows: list[dict], head: bytes = b'<?xml version="1.0" encoding="utf-8"?>\n<posts>\n',
           tail: bytes = b"</posts>\n", between: bytes = b"", encoding: str = "utf-8") -> Path:
     from xml.sax.saxutils import quoteattr
@@ -342,3 +306,17 @@ def test_a_repeated_answer_id_under_one_question_drops_those_rows(tmp_path):
         assert report["answers"]["outcomes"]["duplicate_id"] == 2
         assert report["questions"]["rejected"] == {"no_answer_min_score": 1}
         assert 3 not in {e.meta["question_id"] for e in result.examples}
+
+
+def test_a_repeated_question_id_drops_every_such_row_however_the_file_is_cut(tmp_path):
+    rows = _pairs(40)
+    rows.append(dict(rows[10], Title="Another question with the same id?"))  # Id 6, far from the first one
+    site = _dump(tmp_path, rows)
+    assert len(split_spans(site / "Posts.xml", 3, 100)) == 3
+    results = _one_and_three(site)
+    for result in results:
+        report = result.report["sites"]["coffee.stackexchange.com"]
+        assert report["questions"]["rejected"] == {"question_duplicate_id": 2}
+        assert report["questions"]["kept"] == 39 and report["answers"]["outcomes"]["question_rejected"] == 1
+        assert 6 not in {e.meta["question_id"] for e in result.examples}
+    assert results[0].examples == results[1].examples

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -19,19 +18,10 @@ from lima_align.sources.se_dump import parse_tags, resolve_input
 from lima_align.sources.se_pairs import license_for, prompt_is_title
 from lima_align.sources.se_sites import EXCLUDED, classify, load_site_table, site_from_path
 from lima_align.sources.stackexchange import StackExchangeConfig, curate_stackexchange
+from tests.sources.conftest import SITES
 
-REPO = Path(__file__).resolve().parents[2]
-SITES = ("beer.stackexchange.com", "coffee.stackexchange.com")
 FIRST_PERSON = re.compile(r"\bI\b|\bI['’](?:m|ve|d|ll)\b|(?i:\b(?:me|my|mine|myself)\b)")
 TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
-
-
-@pytest.fixture(scope="module")
-def se_data() -> Path:
-    root = Path(os.environ.get("LIMA_SHARED_DATA", REPO.parent / "shared" / "data")) / "stackexchange"
-    if not all((root / site / "Posts.xml").is_file() for site in SITES):
-        pytest.skip(f"shared data absent: Stack Exchange dumps under {root} (set LIMA_SHARED_DATA)")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,11 @@ def resolve_input(path: str | Path, site: str | None = None) -> DumpInput:
     return DumpInput(p, name, size=p.stat().st_size)
 
 
+def dump_label(dump: DumpInput) -> str:
+    """How reports and errors name a dump: the file, or ``archive:member``."""
+    return f"{dump.path}:{dump.member}" if dump.member else str(dump.path)
+
+
 def parse_tags(raw: str | None) -> tuple[str, ...]:
     """Tags from either dump encoding: ``<a><b>`` (older dumps) or ``|a|b|`` (2023 and later)."""
     if not raw:
@@ -232,7 +237,7 @@ def _parsed(dump: DumpInput, progress: Callable[[int], None] | None,
     parser = etree.XMLPullParser(events=("end",), tag="row", resolve_entities=False, no_network=True,
                                  load_dtd=False, remove_comments=True, remove_pis=True)
     start, end = span or (0, dump.size)
-    where = _Position(dump, start)
+    where = _Position(dump, offset=start, start=start)
     first, last = start == 0, span is None or end >= dump.path.stat().st_size
     if not first or not last:
         wrapping = range_wrapping(dump.path)
@@ -262,16 +267,12 @@ class _Position:
     dump: DumpInput
     offset: int = 0
     doctype_checked: bool = False
-    start: int = -1  # the byte range's first byte (lines of an error count from the file's start)
+    start: int = 0  # the byte range's first byte (lines of an error count from the file's start)
     prefix_lines: int = 0  # newlines in what was fed before the range's bytes
-
-    def __post_init__(self) -> None:
-        self.start = self.offset
 
     @property
     def label(self) -> str:
-        d = self.dump
-        return f"{d.path}:{d.member}" if d.member else str(d.path)
+        return dump_label(self.dump)
 
     def line(self, line_in_range: int) -> int:
         """A line number the parser gave, counted from the file's start (only computed for an error)."""

@@ -12,7 +12,6 @@ from typing import Any
 from lima_align.conversation import Example, provenance
 from lima_align.curate.filters import answer_reason
 from lima_align.curate.html import html_to_text
-from lima_align.sources.se_dump import DumpInput
 
 SOURCE = "stackexchange"
 # Stack Exchange's licence cut-overs: content posted or last edited before a date carries the older version.
@@ -112,8 +111,3 @@ def build_example(pair: SelectedPair, cfg: SelectionConfig) -> Example:
                 question_license=license_for(pair.question_date), answer_license=license_for(answer_date))
     return Example(id=f"se-{pair.site}-{pair.question_id}", conversations=[prompt, pair.answer_text],
                    source=SOURCE, meta=meta)
-
-
-def dump_label(dump: DumpInput) -> str:
-    """How reports name a dump: the file, or ``archive:member``."""
-    return f"{dump.path}:{dump.member}" if dump.member else str(dump.path)

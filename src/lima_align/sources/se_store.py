@@ -1,16 +1,17 @@
-"""One site's LIMA selection on disk: self-contained questions, their top answer, the answer rules; on disk, in flat memory.
+"""One site's LIMA selection on disk, in flat memory: self-contained questions, their top answer, the answer rules.
 
 Answers may come before or after their question in ``Posts.xml``, so nothing is decided until the whole file
 is read. The pass over the rows (:func:`scan_span`, one per byte range of the file when several processes read
-it) keeps no per-post state in memory: each question that passed the question rules, each rejected question's
-id, and each answer reaching the minimum score become a compact record in a SQLite file (buffered, no journal),
-and the raw texts (title, tags and body of kept questions; the body of answers long enough to be kept) go to
-an append-only spool file. :func:`finish_site` then reads the questions and the answers sorted by question id
-(SQLite sorts on disk, within a bounded page cache) and joins them in one merge: each kept question's top
-answer (highest score, a tie going to the lower id) is cleaned and checked once, and the best
-``keep_per_site`` eligible pairs by question score become examples (sampling never takes more than that many
-from one site). Peak memory is the same at 1 GB or 100 GB of XML; the temporary disk used is about the size of
-the kept texts.
+it) keeps no per-post state in memory: each question and each answer reaching the minimum score become a
+compact record in a SQLite file (batched inserts, no journal), and the raw texts (title, tags and body of the
+questions; the body of answers long enough to be kept) go to an append-only spool file. :func:`join_part` then
+reads the questions and the answers sorted by question id (SQLite sorts on disk, within a bounded page cache)
+and joins them in one merge: the question rules run on each question that has an answer reaching the minimum
+score (the others are ``no_answer_min_score`` without being read), and its top answer (highest score, a tie
+going to the lower id) is cleaned and checked once; the join can be cut into question-id ranges run in
+parallel. :func:`finish_site` adds the parts up, and the best ``keep_per_site`` eligible pairs by question score
+become examples (sampling never takes more than that many from one site). Peak memory is the same at 1 GB or
+100 GB of XML; the temporary disk used is about the size of the questions' texts.
 
 The result does not depend on how the file was cut or on the order of its rows: the single-process run and a
 run over N ranges give the same examples and the same counts.
@@ -33,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from lima_align.curate.filters import question_reason
-from lima_align.sources.se_dump import DumpInput, parse_tags, read_answer, read_question, scan_rows
-from lima_align.sources.se_pairs import SelectionConfig, SiteResult, check_answer, SelectedPair, build_example, dump_label
+from lima_align.sources.se_dump import DumpInput, dump_label, parse_tags, read_answer, read_question, scan_rows
+from lima_align.sources.se_pairs import SelectedPair, SelectionConfig, SiteResult, build_example, check_answer
 
 BATCH = 4096  # records per SQLite insert
 # SQLite page cache (KiB): a range's writer needs few pages (rows are appended); the join's sorts share one budget

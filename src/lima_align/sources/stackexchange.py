@@ -3,9 +3,10 @@
 The pipeline (LIMA section 2.1): each site's ``Posts.xml`` is read in one streaming pass that applies the
 selection rules (:mod:`lima_align.sources.se_pairs`), in flat memory. ``workers`` processes share the work: a
 plain ``Posts.xml`` of at least two ``min_span_mb`` is cut into byte ranges at row lines, each range is read by
-one process, and each site's ranges are then joined (again in the pool, a site per task), so one large site
-uses every core and many sites do too. The result is identical whatever the number of workers. A ``.7z``
-member is a stream and is read by one process (7-Zip decompresses it in its own). Then, in each group (STEM, Other; :mod:`lima_align.sources.se_sites`), ``per_group`` pairs are
+one process, and each site's ranges are then joined in as many question-id ranges on the same pool, so one
+large site uses every core and many sites do too (:mod:`lima_align.sources.se_store`). The result is identical
+whatever the number of workers. A ``.7z`` member is a stream and is read by one process (7-Zip decompresses it
+in its own). Then, in each group (STEM, Other; :mod:`lima_align.sources.se_sites`), ``per_group`` pairs are
 drawn by temperature sampling over sites (tau = 3: P(site) proportional to size^(1/tau), where a site's size is
 its number of questions), each draw taking the site's highest-scoring remaining question.
 
@@ -28,9 +29,9 @@ from lima_align.curate.filters import REASONS
 from lima_align.curate.site_sampling import site_weights, temperature_sample
 from lima_align.errors import DataError
 from lima_align.sources.base import Curated, Progress
-from lima_align.sources.se_dump import DumpInput, resolve_input, split_spans
-from lima_align.sources.se_pairs import SOURCE, SelectionConfig, SiteResult, dump_label
-from lima_align.sources.se_store import JoinPart, SpanResult, finish_site, id_parts, join_part, scan_span
+from lima_align.sources.se_dump import DumpInput, dump_label, resolve_input, split_spans
+from lima_align.sources.se_pairs import SOURCE, SelectionConfig, SiteResult
+from lima_align.sources.se_store import JoinPart, SpanResult, finish_site, id_parts, join_part, scan_span, select_site
 from lima_align.sources.se_sites import EXCLUDED, GROUPS, SiteInfo, classify, load_site_table
 
 __all__ = ["SelectionConfig", "StackExchangeConfig", "StackExchangeSource", "curate_stackexchange", "total_bytes"]
@@ -150,16 +151,10 @@ def read_sites(planned: list[tuple[DumpInput, SiteInfo]], cfg: StackExchangeConf
                progress: Progress | None = None) -> list[SiteResult]:
     """Run the per-site pass on every planned dump, in ``cfg.workers`` processes; results in input order."""
     selection = cfg.selection()
+    if cfg.workers <= 1:
+        return [select_site(dump, info.group, selection, progress) for dump, info in planned]
     with tempfile.TemporaryDirectory(prefix="lima-se-") as root:
-        plans = _plan_spans(planned, cfg, root)
-        if cfg.workers <= 1:
-            results = []
-            for plan in plans:
-                spans = [scan_span(plan.dump, selection, plan.workdir, 0, None, progress)]
-                results.append(finish_site(plan.dump.site, plan.group, plan.label, selection, spans,
-                                           [join_part(selection, spans)]))
-            return results
-        return _read_in_pool(plans, cfg, selection, progress)
+        return _read_in_pool(_plan_spans(planned, cfg, root), cfg, selection, progress)
 
 
 def _read_in_pool(plans: list[_SitePlan], cfg: StackExchangeConfig, selection: SelectionConfig,
