@@ -4,12 +4,15 @@ import math
 
 import pytest
 
+from lima_align.curate.scoring import RATING_ASPECTS
 from lima_align.errors import LimaError
 from lima_align.evaluate.parsers import (argmax_label, choice_probs, parse_likert, parse_pairwise, parse_rating,
                                          parse_safety)
 from lima_align.evaluate.templates import PROMPTS_DIR, load_template
 
 PROTOCOLS = ["absolute", "likert", "multiturn", "pairwise", "safety"]
+
+PROMPTED = PROTOCOLS + list(RATING_ASPECTS)  # the judging protocols and the mix's rating prompts
 
 
 @pytest.mark.parametrize("text, label", [
@@ -59,7 +62,7 @@ def test_likert(text, score):
 
 def test_every_shipped_prompt_loads_and_renders_in_one_pass():
     names = sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
-    assert names == sorted(PROTOCOLS + [f"{p}-weighted" for p in PROTOCOLS])
+    assert names == sorted(PROMPTED + [f"{p}-weighted" for p in PROMPTED])
     for name in names:
         t = load_template(name)
         assert t.name == name and t.version.endswith("-v1")
@@ -69,7 +72,7 @@ def test_every_shipped_prompt_loads_and_renders_in_one_pass():
     assert "super-intelligent AI assistant" in load_template("pairwise").text
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("protocol", PROMPTED)
 def test_weighted_prompts_name_each_choice_token_and_keep_the_protocol_fields(protocol):
     plain, weighted = load_template(protocol), load_template(f"{protocol}-weighted")
     assert not plain.choices and weighted.fields == plain.fields and weighted.version != plain.version

@@ -25,13 +25,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lima_align.conversation import Example, ReadReport
 from lima_align.curate.dedup import REASONS as DEDUP_REASONS
 from lima_align.curate.dedup import DedupConfig, Deduplicator
 from lima_align.curate.diversity import DiversityConfig
-from lima_align.curate.strategies import STRATEGIES, Context, get_strategy
+from lima_align.curate.scoring import ScoringConfig
+from lima_align.curate.strategies import SCORED, STRATEGIES, Context, get_strategy
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
 from lima_align.curate.table1 import TokenCounter, format_table, table1
@@ -64,10 +65,15 @@ class MixConfig:
     dev: list[InputSpec] = field(default_factory=list)
     test: list[InputSpec] = field(default_factory=list)
     seed: int = 0
-    strategy: str = "lima"  # random | lima | longest | diverse | unfiltered
+    strategy: str = "lima"  # random | lima | longest | diverse | unfiltered | ifd | quality | complexity | deita
     base_dir: str = ""  # input paths are relative to this folder ("" = the current directory)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)  # the scored strategies' scorer and judge
+
+    def strategies(self) -> set[str]:
+        """The strategies the training inputs draw with."""
+        return {s.strategy or self.strategy for s in self.inputs}
 
     def __post_init__(self) -> None:
         for spec in [*self.inputs, *self.dev, *self.test]:
@@ -154,18 +160,19 @@ def _dedup_pools(pools: list[Pool], cfg: DedupConfig, heldout: list[Example], fi
     return out
 
 
-def _draw(pool: Pool, cfg: MixConfig, embedder: Any) -> tuple[list[Example], dict[str, Any]]:
+def _draw(pool: Pool, cfg: MixConfig, embedder: Any, scorers: Any) -> tuple[list[Example], dict[str, Any]]:
     """Draw ``n`` from a pool with its strategy (held-out pools: random); tag each example's meta."""
     spec = pool.spec
     name = "random" if pool.split != "train" else (spec.strategy or cfg.strategy)
-    ctx = Context(random.Random(f"{cfg.seed}:{pool.split}:{spec.label()}"), embedder)
+    ctx = Context(random.Random(f"{cfg.seed}:{pool.split}:{spec.label()}"), embedder, scorers)
     sel = get_strategy(name)(pool.rows, spec.n, ctx)
     pool.dropped.update(sel.refused)
     chosen = []
-    for ex in sel.chosen:
-        meta = {**ex.meta, "mix": {"strategy": name, "input": spec.label(), "split": pool.split,
-                                   "seed": cfg.seed}}
-        chosen.append(Example(ex.id, list(ex.conversations), ex.source, meta))
+    for i, ex in enumerate(sel.chosen):
+        tag = {"strategy": name, "input": spec.label(), "split": pool.split, "seed": cfg.seed}
+        if sel.scores:
+            tag["scores"] = sel.scores[i]
+        chosen.append(Example(ex.id, list(ex.conversations), ex.source, {**ex.meta, "mix": tag}))
     info = {"input": spec.label(), "split": pool.split, "strategy": name, "requested": spec.n,
             "available": len(pool.rows) - sum(sel.refused.values()), "selected": len(chosen),
             "refused": dict(sel.refused), "audit": sel.audit}
@@ -184,15 +191,21 @@ def _unique_ids(examples: list[Example]) -> int:
     return renamed
 
 
-def build_mix(cfg: MixConfig, embedder: Any = None) -> MixResult:
-    """Run steps 1-4 (see the module docstring); writes nothing."""
+def build_mix(cfg: MixConfig, embedder: Any = None, scorers: Any = None,
+              log: Callable[[str], None] = lambda m: None) -> MixResult:
+    """Run steps 1-4 (see the module docstring); writes nothing but the scores' caches. ``scorers``: a
+    :class:`~lima_align.curate.scored.Scorers` (default: made from ``cfg.scoring`` when a strategy needs it)."""
     pools = {split: [load_pool(s, split, cfg.base_dir) for s in getattr(cfg, "inputs" if split == "train" else split)]
              for split in SPLITS}
-    needs = {s.strategy or cfg.strategy for s in cfg.inputs}
-    if embedder is None and "diverse" in needs:
+    needs = cfg.strategies()
+    if embedder is None and needs & {"diverse", "deita"}:
         from lima_align.curate.diversity import load_embedder
 
         embedder = load_embedder(cfg.diversity)
+    if scorers is None and needs & set(SCORED):
+        from lima_align.curate.scored import Scorers
+
+        scorers = Scorers(cfg.scoring, log)
     splits: dict[str, list[Example]] = {}
     removed: dict[str, list[dict]] = {}
     selection, heldout = [], []
@@ -201,7 +214,7 @@ def build_mix(cfg: MixConfig, embedder: Any = None) -> MixResult:
         removed[split] = _dedup_pools(pools[split], cfg.dedup, heldout, fields)
         splits[split] = []
         for pool in pools[split]:
-            chosen, info = _draw(pool, cfg, embedder)
+            chosen, info = _draw(pool, cfg, embedder, scorers)
             splits[split] += chosen
             selection.append(info)
         info_renamed = _unique_ids(splits[split])
@@ -218,12 +231,22 @@ def build_mix(cfg: MixConfig, embedder: Any = None) -> MixResult:
 
 
 def check_recipe(cfg: MixConfig) -> None:
-    """Errors a user can fix before anything is read: missing files."""
+    """Errors a user can fix before anything is read: missing files, a judge-scored strategy with no judge."""
     base = Path(cfg.base_dir) if cfg.base_dir else Path()
     missing = [str(base / s.path) for s in [*cfg.inputs, *cfg.dev, *cfg.test] if not (base / s.path).exists()]
     if missing:
         raise LimaError(f"mix recipe inputs not found: {', '.join(missing)} (paths are relative to "
                         f"base_dir={cfg.base_dir or '.'}; produce them with `lima-align curate ...`)")
+    scoring_identity(cfg)  # the judge YAML and its prompts load (or fail here, naming what is wrong)
+
+
+def scoring_identity(cfg: MixConfig) -> dict[str, Any]:
+    """Who scores each scored strategy the recipe uses (scorer model and method, judge and prompt versions):
+    part of the mix stage's key, so the mix is redone when a scorer, a judge or a prompt changes."""
+    from lima_align.curate.scored import Scorers
+
+    scorers = Scorers(cfg.scoring)
+    return {name: scorers.provenance(name) for name in sorted(cfg.strategies() & set(SCORED))}
 
 
 def license_counts(examples: list[Example]) -> dict[str, Any]:
@@ -269,6 +292,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Licences (rows)", ""]
     for split, lic in report["licenses"].items():
         lines.append(f"- {split}: " + "; ".join(f"{k}: {v}" for k, v in lic["by_family"].items()))
+    scored = [d for d in report["selection"]["draws"] if d.get("audit", {}).get("scored_by")]
+    if scored:
+        lines += ["", "## Scores (scored strategies)", "", "| input | strategy | scored by | pool median | "
+                  "chosen min / median / max |", "|---|---|---|---|---|"]
+        for d in scored:
+            pool, chosen = d["audit"].get("pool") or {}, d["audit"].get("chosen") or {}
+            lines.append(f"| {d['input']} | {d['strategy']} | {_scored_by(d['audit']['scored_by'])} | "
+                         f"{pool.get('median', '-')} | {chosen.get('min', '-')} / {chosen.get('median', '-')} / "
+                         f"{chosen.get('max', '-')} |")
     div = report.get("diversity")
     if div and div.get("examples"):
         lines += ["", "## Diversity (training prompts)", "",
@@ -281,6 +313,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         if div.get("png"):
             lines += ["", f"![diversity map]({Path(div['png']).name})"]
     return "\n".join(lines) + "\n"
+
+
+def _scored_by(by: dict[str, Any]) -> str:
+    if "model" in by:
+        return f"{by['model']['name']} ({by['method']}, {by['max_tokens']} tokens)"
+    return "; ".join(f"{a}: {p['judge']['name']} ({p['judge']['model']}), prompt {p['prompt']['version']}"
+                     for a, p in by.items())
 
 
 def output_paths(out: str | Path) -> dict[str, Path]:

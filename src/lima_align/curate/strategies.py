@@ -10,6 +10,7 @@ reason (never silently). The mix records the strategy's name in every written ex
 | ``lima`` | the paper's filters and mix: Stack Exchange rows must pass the paper's answer rules (top answer score >= 10, 1,200-4,096 characters, no first person, no references to other answers or the site; a row failing one is refused with the rule's reason), then the first ``n`` in the candidate file's own order, i.e. the order the ``curate`` stage sampled them in (temperature over sites for Stack Exchange, category first for wikiHow) | LIMA section 2 |
 | ``longest`` | the ``n`` examples with the longest responses (characters of all assistant turns; ties: pool order) | "Long Is More for Alignment" (Zhao et al. 2024) |
 | ``diverse`` | greedy farthest-point (k-center) on the unit-normalized prompt embeddings, from a seeded random start | the embedding-diversity filters of Deita and later work |
+| ``ifd``, ``quality``, ``complexity``, ``deita`` | by a scorer model's or an LLM judge's numbers (:mod:`lima_align.curate.scored`) | Cherry / Superfiltering, AlpaGasus, Deita |
 | ``unfiltered`` | ``n`` uniformly at random from candidates curated *without* the quality filters, and an audit counting how many drawn Stack Exchange rows the paper's answer rules would have refused | the paper's "unfiltered Stack Exchange" ablation |
 
 What "the same source without the quality filters" means here: the quality filters live in the ``curate`` stage,
@@ -48,10 +49,12 @@ class Embedder(Protocol):
 
 @dataclass
 class Context:
-    """What a strategy may use: a seeded RNG and, for ``diverse``, an embedder."""
+    """What a strategy may use: a seeded RNG, for ``diverse`` and ``deita`` an embedder, for the scored
+    strategies their scorers (:class:`lima_align.curate.scored.Scorers`)."""
 
     rng: random.Random
     embedder: Embedder | None = None
+    scores: Any = None
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Selection:
     chosen: list[Example]
     refused: Counter = field(default_factory=Counter)  # candidates the strategy would not take, by reason
     audit: dict[str, Any] = field(default_factory=dict)  # strategy-specific facts for the report
+    scores: list[dict[str, Any]] = field(default_factory=list)  # scored strategies: each chosen row's numbers
 
     @property
     def eligible(self) -> int:
@@ -154,12 +158,25 @@ def select_unfiltered(pool: Sequence[Example], n: int, ctx: Context) -> Selectio
     return Selection(chosen, audit={"stackexchange_rows": se_rows, "would_fail_lima_filters": dict(fails)})
 
 
+def _scored(name: str) -> Strategy:
+    """A scored strategy, imported when used (it needs torch and the judge client; this module does not)."""
+    def select(pool: Sequence[Example], n: int, ctx: Context) -> Selection:
+        from lima_align.curate.scored import SCORED_STRATEGIES
+
+        return SCORED_STRATEGIES[name](pool, n, ctx)
+
+    select.__name__ = f"select_{name}"
+    return select
+
+
+SCORED = ("ifd", "quality", "complexity", "deita")
 STRATEGIES: dict[str, Strategy] = {
     "random": select_random,
     "lima": select_lima,
     "longest": select_longest,
     "diverse": select_diverse,
     "unfiltered": select_unfiltered,
+    **{name: _scored(name) for name in SCORED},
 }
 
 

@@ -128,11 +128,11 @@ def mix_inputs(mix: Any) -> list[Path]:
 
 def mix(stages: Stages, mix_cfg: Any, folder: Path) -> dict[str, Any]:
     """``<folder>/mix/train.jsonl`` (+ dev and test splits and the mix report) from a MixConfig."""
-    from lima_align.curate.mix import build_mix, check_recipe, write_mix
+    from lima_align.curate.mix import build_mix, check_recipe, scoring_identity, write_mix
 
     def work() -> dict[str, Any]:
         check_recipe(mix_cfg)
-        result = build_mix(mix_cfg)
+        result = build_mix(mix_cfg, log=stages.log)
         report = write_mix(result, mix_cfg, folder / "mix" / "train.jsonl")
         sizes = {split: len(rows) for split, rows in result.splits.items()}
         short = report.get("shortfalls") or []
@@ -142,6 +142,9 @@ def mix(stages: Stages, mix_cfg: Any, folder: Path) -> dict[str, Any]:
 
     key = {"mix": {k: v for k, v in to_dict(mix_cfg).items() if k != "base_dir"},
            "inputs": [stages.digest(p) for p in mix_inputs(mix_cfg)]}
+    scored_by = scoring_identity(mix_cfg)
+    if scored_by:  # (absent otherwise: the keys of finished unscored mixes stay as they were)
+        key["scored_by"] = scored_by
     return stages.run("mix", work, key=key, outputs=[folder / "mix"])
 
 
