@@ -15,13 +15,14 @@ import yaml
 from lima_align.config import dump_yaml, load_config
 from lima_align.curate.mix import MixConfig
 from lima_align.evaluate.judge_config import JudgeConfig
+from lima_align.generate.icl import ICLPrompt
 from lima_align.pipeline.ablate import AblationConfig
 from lima_align.pipeline.run import RunConfig
 from lima_align.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KINDS = {"train": TrainConfig, "runs": RunConfig, "ablations": AblationConfig, "judges": JudgeConfig,
-         "mix": MixConfig}
+         "mix": MixConfig, "icl": ICLPrompt}
 LAUNCH = "accelerate"  # accelerate / DeepSpeed launch configs, a multi-node guide and a Slurm script
 LAUNCH_SUFFIXES = {".yaml", ".json", ".md", ".sbatch"}
 SHIPPED = sorted(p for p in CONFIGS.rglob("*") if p.is_file())

@@ -143,6 +143,12 @@ def render(turns: Sequence[str], tokenizer: Any, fmt: ChatFormat = ChatFormat(),
     return Rendered(ids, labels, trimmed)
 
 
+def encode_text(text: str, tokenizer: Any) -> list[int]:
+    """The ids of a prompt that is NOT in the chat format (an in-context prompt for a base model): BOS as
+    :func:`render` writes it, then ``text`` as it is (no EOT, no role prefixes)."""
+    return list(_bos(tokenizer)) + _encode(tokenizer, text)
+
+
 def render_text(turns: Sequence[str], tokenizer: Any, fmt: ChatFormat = ChatFormat(), *,
                 add_generation_prompt: bool = False) -> str:
     """The rendered conversation as one string (what the HF chat template produces)."""

@@ -138,12 +138,34 @@ def test_a_call_abandoned_midway_leaves_nothing_behind_for_the_next(engines):
     assert again == _by_index(vllm_engine.generate(requests, config))
 
 
+def test_stop_strings_on_a_raw_prompt_cut_where_the_hf_engine_cuts(engines):
+    """vLLM is given token ids and never detokenizes, so the engine looks for stop strings itself: a request that
+    meets one is aborted at once, with the HF engine's text and tokens."""
+    vllm_engine, hf_engine = engines
+    config = SamplingConfig(temperature=0, max_new_tokens=24)
+    prompt = "Here is a list of fruits:\n1."
+    (plain,) = hf_engine.generate([Request("raw", [], prompt=prompt)], config)
+    stop = "\n3."  # the list's third item: the greedy continuation reaches it (checked next)
+    assert stop in plain.text and plain.finish_reason == "length"
+    stopped = [Request("raw", [], prompt=prompt, stop=(stop,)), Request("other", [PROMPTS[0]])]
+    ours, theirs = _by_index(vllm_engine.generate(stopped, config)), _by_index(hf_engine.generate(stopped, config))
+    for v, h in zip(ours, theirs):
+        assert (v.token_ids, v.text, v.finish_reason, v.prompt_tokens) == (h.token_ids, h.text, h.finish_reason,
+                                                                           h.prompt_tokens), v.key
+    assert ours[0].finish_reason == "stop" and ours[0].text == plain.text[:plain.text.index(stop)]
+    assert ours[0].completion_tokens < plain.completion_tokens and ours[1].finish_reason != "stop"
+    assert not vllm_engine.llm.llm_engine.has_unfinished_requests()
+
+
 def test_a_model_without_eot_is_refused_unless_asked(vllm_installed):
     from lima_align.errors import LimaError
     from lima_align.generate.vllm_engine import vllm_folder
+    from lima_align.models import resolve_model
 
     with pytest.raises(LimaError, match="--add-eot"):
         vllm_folder(MODEL)
+    folder, tokenizer, fmt = vllm_folder(MODEL, allow_no_eot=True)  # in-context prompts need no EOT: as it is
+    assert folder == resolve_model(MODEL) and fmt.eot not in tokenizer.get_vocab()
 
 
 # ------------------------------------------------------------------------- the CLI, killed and resumed

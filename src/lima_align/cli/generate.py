@@ -100,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int, default=1, help="answers per prompt (the ablations use 5)")
     parser.add_argument("--batch-size", type=int, default=16, help="rows decoded together (default %(default)s)")
     parser.add_argument("--name", help="generator name written in each row (default: the --model value)")
+    parser.add_argument("--icl", metavar="FILE",
+                        help="answer in context, with no tuning: an untuned base model reads FILE's preamble and "
+                             "example conversations (e.g. configs/icl/urial-style-3.yaml) before each prompt and "
+                             "stops where the next turn would begin; the model needs no EOT token")
     add_sampling_options(parser)
     add_engine_options(parser)
     parser.set_defaults(func=cmd_generate)
@@ -116,6 +120,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     report = answer_prompts(args.model, args.prompts, args.out, config, samples=args.samples,
                             generator=args.name or args.model, batch_size=args.batch_size, device=args.device,
-                            add_eot=args.add_eot, engine=engine_options_from_args(args), progress=progress)
+                            add_eot=args.add_eot, engine=engine_options_from_args(args), progress=progress,
+                            icl=args.icl)
     print(json.dumps(report.to_dict()), file=sys.stderr)
     return 1 if report.errors else 0

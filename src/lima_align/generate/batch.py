@@ -4,11 +4,17 @@ Each output row is a conversation row (``conversations`` = the prompt turns + th
 the data model reads it) plus what the evaluation needs: ``output``, ``sample``, ``finish_reason``, token
 counts, ``generator`` (the model), ``sampling`` and ``seed``. Rows are appended and flushed as they finish; a
 re-run skips the (id, sample) pairs already in the file, and drops a torn last line left by a crash.
+
+With ``icl`` (an :class:`~lima_align.generate.icl.ICLPrompt` file) an untuned base model answers in context:
+each prompt is laid out after the file's preamble and examples, generation stops where a next turn would begin
+(finish reason ``stop``), and the rows are those of a tuned model plus ``meta["icl"]`` (file, name, version,
+number of examples, fingerprint).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -24,6 +30,7 @@ from lima_align.formats.rows import read_examples, write_examples
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.generate.engine import Completion, Request
 from lima_align.generate.engines import EngineOptions
+from lima_align.generate.icl import ICLPrompt, load_icl
 
 
 @dataclass
@@ -70,9 +77,10 @@ def done_keys(path: Path, report: GenerateReport) -> set[tuple[str, int]]:
     return {key for _, key, _ in rows}
 
 
-def output_row(example: Example, completion: Completion, generator: str, config: SamplingConfig) -> dict:
+def output_row(example: Example, completion: Completion, generator: str, config: SamplingConfig,
+               extra_meta: dict[str, Any] | None = None) -> dict:
     turns = prompt_turns(example)
-    meta = {**example.meta, "generator": generator}
+    meta = {**example.meta, "generator": generator, **(extra_meta or {})}
     if completion.error:
         meta["error"] = completion.error
     answer = completion.text
@@ -85,10 +93,18 @@ def output_row(example: Example, completion: Completion, generator: str, config:
     }
 
 
+def icl_request(request: Request, prompt: ICLPrompt) -> Request:
+    """``request`` asked in context: its turns laid out after ``prompt``'s examples, stopping at a next turn."""
+    return dataclasses.replace(request, prompt=prompt.render(request.turns), stop=prompt.stop_strings)
+
+
 def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: SamplingConfig, *,
-                  samples: int = 1, generator: str = "model",
-                  progress: Callable[[int, int], None] | None = None) -> GenerateReport:
-    """Generate ``samples`` answers per prompt of ``prompts`` into ``out`` (JSONL), skipping finished rows."""
+                  samples: int = 1, generator: str = "model", progress: Callable[[int, int], None] | None = None,
+                  icl: str | Path | None = None) -> GenerateReport:
+    """Generate ``samples`` answers per prompt of ``prompts`` into ``out`` (JSONL), skipping finished rows;
+    with ``icl``, answered in context with that :class:`~lima_align.generate.icl.ICLPrompt` file."""
+    in_context = load_icl(icl) if icl is not None else None
+    extra_meta = {"icl": in_context.meta(icl)} if in_context is not None else None
     report = GenerateReport()
     examples = read_examples(prompts)
     report.prompts = len(examples)
@@ -107,12 +123,15 @@ def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: Sam
             if (ex.id, s) in done:
                 report.already_done += 1
                 continue
-            requests.append(Request(ex.id, prompt_turns(ex), s))
+            request = Request(ex.id, prompt_turns(ex), s)
+            requests.append(icl_request(request, in_context) if in_context is not None else request)
             owners.append(ex)
     start = time.perf_counter()
     with out.open("a", encoding="utf-8") as fh:
         for completion in engine.generate(requests, config):
-            row = output_row(owners[completion.index], completion, generator, config)
+            if in_context is not None:  # the engine cut at the stop string; the layout's whitespace goes too
+                completion = dataclasses.replace(completion, text=in_context.cut_at_stop(completion.text)[0])
+            row = output_row(owners[completion.index], completion, generator, config, extra_meta)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -128,22 +147,25 @@ def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: Sam
 
 
 @contextlib.contextmanager
-def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, device: str | None = None,
-                batch_size: int = 16) -> Iterator[Any]:
-    """The engine ``options`` names for ``model`` (a checkpoint folder or a model name), freed on exit."""
+def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, allow_no_eot: bool = False,
+                device: str | None = None, batch_size: int = 16) -> Iterator[Any]:
+    """The engine ``options`` names for ``model`` (a checkpoint folder or a model name), freed on exit.
+
+    ``allow_no_eot``: a model without the EOT token loads as it is (in-context prompts need none)."""
+    eot = {"add_eot": add_eot, "allow_no_eot": allow_no_eot}
     if options.is_vllm and options.data_parallel_size > 1:
         from lima_align.generate.vllm_parallel import DataParallelVLLM
 
-        engine: Any = DataParallelVLLM(model, options, add_eot=add_eot, device=device)
+        engine: Any = DataParallelVLLM(model, options, **eot, device=device)
     elif options.is_vllm:
         from lima_align.generate.vllm_engine import VLLMEngine
 
-        engine = VLLMEngine(model, options, add_eot=add_eot, device=device)
+        engine = VLLMEngine(model, options, **eot, device=device)
     else:
         from lima_align.generate.engine import HFEngine
         from lima_align.generate.loading import load_for_generation
 
-        lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device=device)
+        lm, tokenizer, fmt = load_for_generation(model, **eot, device=device)
         engine = HFEngine(lm, tokenizer, fmt, batch_size=batch_size)
         del lm
     try:
@@ -158,10 +180,15 @@ def open_engine(model: str, options: EngineOptions, *, add_eot: bool = False, de
 
 def answer_prompts(model: str, prompts: str | Path, out: str | Path, config: SamplingConfig, *, samples: int = 1,
                    generator: str = "", batch_size: int = 8, device: str | None = None, add_eot: bool = False,
-                   engine: EngineOptions = EngineOptions(),
-                   progress: Callable[[int, int], None] | None = None) -> GenerateReport:
+                   engine: EngineOptions = EngineOptions(), progress: Callable[[int, int], None] | None = None,
+                   icl: str | Path | None = None) -> GenerateReport:
     """:func:`generate_file` with ``model`` (a checkpoint folder or a model name) loaded with its saved chat
-    format by the ``engine`` on ``device``, and freed afterwards (the next stage of a job may load another model)."""
-    with open_engine(model, engine, add_eot=add_eot, device=device, batch_size=batch_size) as lm:
+    format by the ``engine`` on ``device``, and freed afterwards (the next stage of a job may load another model).
+
+    With ``icl`` the model answers in context and needs no EOT token: an untuned base model loads as it is."""
+    if icl is not None:
+        load_icl(icl)  # a bad file fails before the model loads
+    with open_engine(model, engine, add_eot=add_eot, allow_no_eot=icl is not None, device=device,
+                     batch_size=batch_size) as lm:
         return generate_file(lm, prompts, out, config, samples=samples, generator=generator or Path(out).stem,
-                             progress=progress)
+                             progress=progress, icl=icl)

@@ -5,13 +5,15 @@ The paper follows Keskar et al. (2019) and penalises tokens the model has alread
 pushes a model away from the words of the question it answers. :class:`GeneratedTokensRepetitionPenalty` and
 :func:`apply_repetition_penalty` implement the paper's version; ``penalty_scope="all"`` gives the libraries' one
 (for comparison).
+
+:func:`find_stop` says where a text meets a stop string (a turn boundary of an in-context prompt), for every engine.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -55,6 +57,12 @@ def row_seed(seed: int, key: str, sample: int) -> int:
     """A per-(prompt, sample) seed: the same text comes out whatever the batch it was decoded in."""
     digest = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def find_stop(text: str, stop: Sequence[str]) -> int:
+    """Where the earliest of the ``stop`` strings begins in ``text``, or -1 when none occurs."""
+    found = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return min(found) if found else -1
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

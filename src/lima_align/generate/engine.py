@@ -9,6 +9,12 @@ A request may ask for log-probabilities (``top_logprobs``: None for none, K >= 0
 the K most likely): they are the model's own, the log-softmax of its raw logits at each step, before the
 repetition penalty, temperature and nucleus (what vLLM reports by default), so they describe the model, not the
 sampler.
+
+A request may also bring its own prompt text (``prompt``: e.g. an in-context prompt for an untuned base model,
+used as it is instead of the chat format) and ``stop`` strings: a row ends as soon as its text holds one
+(finish reason ``stop``), and its text is cut before it. Only the last tokens are decoded at each step to look
+for a stop string; the finished row's whole text is searched once more, so a stop string the tail missed still
+cuts the text (it only costs the tokens generated past it).
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from lima_align.chat_format import ChatFormat, render
-from lima_align.generate.decoding import SamplingConfig, next_tokens, row_seed
+from lima_align.chat_format import ChatFormat, encode_text, render
+from lima_align.generate.decoding import SamplingConfig, find_stop, next_tokens, row_seed
 
 TokenCallback = Callable[[int, int], None]  # (request index, token id), called for every generated token
 StopCheck = Callable[[int], bool]  # (request index) -> True to end that row now (e.g. its client went away)
@@ -27,13 +33,19 @@ StopCheck = Callable[[int], bool]  # (request index) -> True to end that row now
 
 @dataclass
 class Request:
-    """One thing to generate: the conversation so far (ending on a user turn) and which sample it is."""
+    """One thing to generate: the conversation so far (ending on a user turn) and which sample it is.
+
+    ``prompt``, when given, is the text the model continues instead of ``turns`` rendered with the chat format
+    (``turns`` still say what was asked); ``stop`` strings end the reply where its text first holds one.
+    """
 
     key: str
     turns: list[str]
     sample: int = 0
     max_new_tokens: int | None = None  # a tighter cap than the sampling config's, for this request only
     top_logprobs: int | None = None  # None: no logprobs; K: the sampled token's and the K most likely
+    prompt: str | None = None  # raw prompt text (an in-context prompt), used as it is
+    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -47,8 +59,8 @@ class TokenLogprob:
 
 @dataclass
 class Completion:
-    """A finished generation. ``finish_reason``: eot, eos, length, cancelled (``should_stop`` said so), or
-    error (then ``error`` says why)."""
+    """A finished generation. ``finish_reason``: eot, eos, stop (a stop string; ``text`` ends before it),
+    length, cancelled (``should_stop`` said so), or error (then ``error`` says why)."""
 
     index: int  # position of the request in the input
     key: str
@@ -75,7 +87,11 @@ class _Row:
 
 
 class HFEngine:
-    """Generate with a transformers causal LM; ``stop_ids`` end a reply (EOT, and EOS as a fallback)."""
+    """Generate with a transformers causal LM; ``stop_ids`` end a reply (EOT, and EOS as a fallback).
+
+    A tokenizer without the format's EOT (an untuned base model) stops at EOS only; such a model can answer
+    requests that bring their own ``prompt`` (the chat format needs EOT).
+    """
 
     def __init__(self, model: Any, tokenizer: Any, fmt: ChatFormat = ChatFormat(), *, batch_size: int = 16,
                  max_batch_tokens: int = 65536):
@@ -84,8 +100,9 @@ class HFEngine:
         self.fmt = fmt
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.eot_id = tokenizer.convert_tokens_to_ids(fmt.eot)
-        self.stop_ids = {self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+        self.eot_id = tokenizer.get_vocab().get(fmt.eot)  # None, not the unknown token's id, when absent
+        eos = tokenizer.eos_token_id
+        self.stop_ids = {i for i in (self.eot_id, eos) if i is not None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.context = getattr(model.config, "max_position_embeddings", None) or 1 << 30
 
@@ -112,7 +129,7 @@ class HFEngine:
     def _prepare(self, requests: list[Request], config: SamplingConfig) -> tuple[list[_Row], list[Completion]]:
         rows, errors = [], []
         for i, req in enumerate(requests):
-            ids = self.prompt_ids(req.turns)
+            ids = request_ids(req, self.tokenizer, self.fmt)
             seed = row_seed(config.seed, req.key, req.sample)
             budget = min(req.max_new_tokens or config.max_new_tokens, self.context - len(ids))
             if budget < 1:
@@ -165,7 +182,8 @@ class HFEngine:
                     on_token(row.index, tok)
                 if should_stop is not None and should_stop(row.index):
                     yield self._finish(row, cancelled=True)
-                elif tok in self.stop_ids or len(row.out) >= row.budget:
+                elif tok in self.stop_ids or len(row.out) >= row.budget or \
+                        stop_reached(self.tokenizer, row.out, row.request.stop):
                     yield self._finish(row)
                 else:
                     keep.append(j)
@@ -192,7 +210,9 @@ class HFEngine:
         else:
             reason = "length"
         content = row.out[:-1] if reason in ("eot", "eos") else row.out
-        text = self.tokenizer.decode(content, skip_special_tokens=True)
+        text, stopped = decode_reply(self.tokenizer, content, row.request.stop)
+        if stopped and reason != "cancelled":
+            reason, content = "stop", row.out  # logprobs: every token, the one the stop string ends in included
         return Completion(row.index, row.request.key, row.request.sample, text, reason, len(row.ids),
                           len(row.out), row.seed, list(row.out), logprobs=self._logprobs(row, len(content)))
 
@@ -206,6 +226,40 @@ class HFEngine:
     def token_text(self, token_id: int) -> str:
         """One token's own text (special tokens kept; a piece of a UTF-8 character decodes to U+FFFD)."""
         return self.tokenizer.decode([token_id])
+
+
+def request_ids(request: Request, tokenizer: Any, fmt: ChatFormat) -> list[int]:
+    """The prompt ids of ``request``: its own ``prompt`` text when it has one, else its turns in the chat format."""
+    if request.prompt is not None:
+        return encode_text(request.prompt, tokenizer)
+    return render(request.turns, tokenizer, fmt, add_generation_prompt=True).input_ids
+
+
+# Tokens decoded past a stop string's length when looking for it in a row's tail: a token is at least one
+# character but for pieces of one UTF-8 character and skipped special tokens; the finished row's full search
+# catches whatever a short tail would miss
+_STOP_TAIL_MARGIN = 8
+
+
+def stop_reached(tokenizer: Any, out: list[int], stop: tuple[str, ...]) -> bool:
+    """Whether the text of the generated ``out`` holds a ``stop`` string that ends in its last tokens.
+
+    Only the tail is decoded at each step; a hit there is confirmed on the whole text (a tail that starts inside
+    a character could decode differently).
+    """
+    if not stop:
+        return False
+    tail = out[-(max(map(len, stop)) + _STOP_TAIL_MARGIN):]
+    if find_stop(tokenizer.decode(tail, skip_special_tokens=True), stop) < 0:
+        return False
+    return find_stop(tokenizer.decode(out, skip_special_tokens=True), stop) >= 0
+
+
+def decode_reply(tokenizer: Any, ids: list[int], stop: tuple[str, ...]) -> tuple[str, bool]:
+    """The text of generated ``ids`` cut before its first ``stop`` string, and whether it held one."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    at = find_stop(text, stop)
+    return (text, False) if at < 0 else (text[:at], True)
 
 
 def _record_logprobs(rows: list[_Row], logits: torch.Tensor, tokens: torch.Tensor) -> None:

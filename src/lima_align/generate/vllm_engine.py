@@ -17,6 +17,12 @@ make-up, which can flip a near-tie.
 Checkpoints vLLM cannot read as they are - a LoRA adapter folder, a base model given ``add_eot`` - are
 materialised once (merged / resized, with tokenizer and chat format) under ``<cache>/vllm/`` and loaded from
 there. The engine stops at EOT and EOS (the token ids are passed, nothing is read from the tokenizer by vLLM).
+
+Stop strings (``Request.stop``, e.g. an in-context prompt's turn boundaries) are looked for here, not by vLLM:
+vLLM only matches them on text it detokenizes itself, and this engine hands it token ids and reads token ids
+back (``SamplingParams(stop=...)`` is refused without ``detokenize``). Each step's output of a request that has
+stop strings is checked as the HF engine checks its rows (the tail decoded, a hit confirmed on the whole text);
+a request that meets one is aborted at once and finishes with ``stop``, its text cut before the stop string.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any, Iterable, Iterator
 from lima_align.chat_format import ChatFormat, load_chat_format, render, save_chat_format
 from lima_align.errors import LimaError
 from lima_align.generate.decoding import SamplingConfig, row_seed
-from lima_align.generate.engine import Completion, Request
+from lima_align.generate.engine import Completion, Request, decode_reply, request_ids, stop_reached
 from lima_align.generate.engines import EngineOptions
 from lima_align.models import build_once, cache_dir, is_adapter, load_tokenizer, resolve_model
 
@@ -50,12 +56,12 @@ class VLLMEngine:
     """A vLLM ``LLM`` over ``model`` (a checkpoint folder or a model name) with the LIMA sampling processor."""
 
     def __init__(self, model: str, options: EngineOptions = EngineOptions(name="vllm"), *,
-                 add_eot: bool = False, device: str | None = None):
+                 add_eot: bool = False, allow_no_eot: bool = False, device: str | None = None):
         import_vllm()  # before any materialising: say at once that vLLM is missing
-        folder, self.tokenizer, self.fmt = vllm_folder(model, add_eot=add_eot)
-        self.eot_id = self.tokenizer.convert_tokens_to_ids(self.fmt.eot)
+        folder, self.tokenizer, self.fmt = vllm_folder(model, add_eot=add_eot, allow_no_eot=allow_no_eot)
+        self.eot_id = self.tokenizer.get_vocab().get(self.fmt.eot)  # None when absent (allow_no_eot)
         eos = self.tokenizer.eos_token_id
-        self.stop_ids = {self.eot_id} | ({eos} if eos is not None else set())
+        self.stop_ids = {i for i in (self.eot_id, eos) if i is not None}
         self.llm = new_llm(folder, options, device, penalty=True)
         self.context = self.llm.llm_engine.vllm_config.model_config.max_model_len
         self._calls = 0
@@ -84,7 +90,7 @@ class VLLMEngine:
         for i, req in enumerate(requests):
             if req.top_logprobs is not None:
                 raise LimaError("the vLLM engine of lima-align does not return logprobs")
-            ids = self.prompt_ids(req.turns)
+            ids = request_ids(req, self.tokenizer, self.fmt)
             seed = row_seed(config.seed, req.key, req.sample)
             budget = min(req.max_new_tokens or config.max_new_tokens, self.context - len(ids))
             if budget < 1:
@@ -97,16 +103,23 @@ class VLLMEngine:
                                sampling_params(config, budget, seed, self.stop_ids))
         while pending and engine.has_unfinished_requests():
             for out in engine.step():
-                if out.finished and out.request_id in pending:
-                    i, req, ids, seed = pending.pop(out.request_id)
-                    yield self._finish(i, req, ids, seed, list(out.outputs[0].token_ids))
+                if out.request_id not in pending:
+                    continue
+                if not out.finished:  # outputs are cumulative: every token so far
+                    stop = pending[out.request_id][1].stop
+                    if not stop or not stop_reached(self.tokenizer, list(out.outputs[0].token_ids), stop):
+                        continue
+                    engine.abort_request([out.request_id])  # it met a stop string: it decodes no further
+                i, req, ids, seed = pending.pop(out.request_id)
+                yield self._finish(i, req, ids, seed, list(out.outputs[0].token_ids))
 
     def _finish(self, index: int, req: Request, ids: list[int], seed: int, out: list[int]) -> Completion:
         last = out[-1] if out else None
         reason = "eot" if last == self.eot_id else "eos" if last in self.stop_ids else "length"
         content = out[:-1] if reason in ("eot", "eos") else out
-        text = self.tokenizer.decode(content, skip_special_tokens=True)
-        return Completion(index, req.key, req.sample, text, reason, len(ids), len(out), seed, out)
+        text, stopped = decode_reply(self.tokenizer, content, req.stop)
+        return Completion(index, req.key, req.sample, text, "stop" if stopped else reason, len(ids), len(out),
+                          seed, out)
 
     def close(self) -> None:
         """Stop vLLM's engine processes now (not at interpreter exit): the next stage may load another model."""
@@ -169,12 +182,12 @@ def llm_kwargs(options: EngineOptions, device: str | None) -> dict[str, Any]:
     return kwargs
 
 
-def vllm_folder(model: str, *, add_eot: bool = False) -> tuple[str, Any, ChatFormat]:
+def vllm_folder(model: str, *, add_eot: bool = False, allow_no_eot: bool = False) -> tuple[str, Any, ChatFormat]:
     """(what vLLM loads, the tokenizer that renders prompts, the chat format) for ``model``.
 
     A folder vLLM reads as it is is used in place; an adapter folder, or a model without EOT given ``add_eot``,
-    is materialised into the cache first. A model without EOT and without ``add_eot`` is refused, as by the HF
-    engine.
+    is materialised into the cache first. A model without EOT is refused, as by the HF engine, unless
+    ``add_eot`` or ``allow_no_eot`` (it answers in-context prompts, stopping at EOS and stop strings).
     """
     path = resolve_model(model)
     local = Path(path).is_dir()
@@ -182,14 +195,15 @@ def vllm_folder(model: str, *, add_eot: bool = False) -> tuple[str, Any, ChatFor
     adapter = local and is_adapter(path)
     tokenizer = load_tokenizer(model)
     has_eot = fmt.eot in tokenizer.get_vocab()
-    if not has_eot and not add_eot:
+    if not has_eot and not add_eot and not allow_no_eot:
         raise LimaError(f"{model}: the tokenizer has no {fmt.eot} token, so this is not a lima-align checkpoint "
                         f"and would never stop at the end of a turn; pass --add-eot to add one (e.g. to sample a "
                         f"base model before tuning)")
-    if not adapter and has_eot:
+    if not adapter and (has_eot or not add_eot):
         return path, tokenizer, fmt
     target = build_once(cache_dir() / "vllm" / _fingerprint(path, add_eot),
-                        lambda folder: _materialise(model, folder, add_eot), lambda t: (t / "config.json").is_file())
+                        lambda folder: _materialise(model, folder, add_eot, allow_no_eot),
+                        lambda t: (t / "config.json").is_file())
     return str(target), load_tokenizer(str(target)), load_chat_format(target) or fmt
 
 
@@ -202,11 +216,11 @@ def _fingerprint(path: str, add_eot: bool) -> str:
     return f"{root.name or 'model'}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def _materialise(model: str, folder: Path, add_eot: bool) -> None:
+def _materialise(model: str, folder: Path, add_eot: bool, allow_no_eot: bool) -> None:
     """Save the model as the HF engine would load it (merged, EOT added) where vLLM can read it."""
     from lima_align.generate.loading import load_for_generation
 
-    lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, device="cpu")
+    lm, tokenizer, fmt = load_for_generation(model, add_eot=add_eot, allow_no_eot=allow_no_eot, device="cpu")
     lm.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     save_chat_format(fmt, folder)

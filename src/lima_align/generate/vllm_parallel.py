@@ -27,11 +27,13 @@ _DONE = "done"
 class DataParallelVLLM:
     """``options.data_parallel_size`` :class:`~lima_align.generate.vllm_engine.VLLMEngine` processes."""
 
-    def __init__(self, model: str, options: EngineOptions, *, add_eot: bool = False, device: str | None = None):
+    def __init__(self, model: str, options: EngineOptions, *, add_eot: bool = False, allow_no_eot: bool = False,
+                 device: str | None = None):
         from lima_align.generate.vllm_engine import vllm_folder
 
-        vllm_folder(model, add_eot=add_eot)  # materialise once, here, before the engines look for it
-        self.model, self.add_eot, self.device = model, add_eot, device
+        self.eot = {"add_eot": add_eot, "allow_no_eot": allow_no_eot}  # how each engine treats a model without EOT
+        vllm_folder(model, **self.eot)  # materialise once, here, before the engines look for it
+        self.model, self.device = model, device
         self.options = dataclasses.replace(options, data_parallel_size=1)
         self.size = options.data_parallel_size
 
@@ -60,7 +62,7 @@ class DataParallelVLLM:
         os.environ.update(env)  # a spawned child takes the environment as it is at start()
         try:
             worker = ctx.Process(target=_serve_share, name=f"vllm-dp{k}", daemon=False,
-                                 args=(self.model, self.options, self.add_eot, self.device, share, config, results))
+                                 args=(self.model, self.options, self.eot, self.device, share, config, results))
             worker.start()
         finally:
             for name, value in saved.items():
@@ -104,13 +106,13 @@ def _collect(workers: list[Any], results: Any) -> Iterator[Completion]:
             yield payload
 
 
-def _serve_share(model: str, options: EngineOptions, add_eot: bool, device: str | None,
+def _serve_share(model: str, options: EngineOptions, eot: dict[str, bool], device: str | None,
                  share: list[tuple[int, Request]], config: SamplingConfig, results: Any) -> None:
     """One engine process: answer ``share`` and send each completion (with its index in the whole input)."""
     from lima_align.generate.vllm_engine import VLLMEngine
 
     try:
-        engine = VLLMEngine(model, options, add_eot=add_eot, device=device)
+        engine = VLLMEngine(model, options, **eot, device=device)
         indices = [i for i, _ in share]
         for completion in engine.generate([req for _, req in share], config):
             results.put(("row", dataclasses.replace(completion, index=indices[completion.index])))
