@@ -7,6 +7,7 @@ temporary file beside the target and are renamed into place, so an interrupted j
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -190,3 +191,51 @@ def keep_lines(path: str | Path, lines: list[bytes]) -> None:
     if sum(map(len, lines)) != Path(path).stat().st_size:
         with atomic_write(path, "wb") as fh:
             fh.writelines(lines)
+
+
+# ------------------------------------------------------------------ content identities (stage keys, caches)
+FULL_HASH_LIMIT = 256 * 1024 * 1024
+_EDGE = 1024 * 1024
+
+
+def fingerprint(value: Any) -> str:
+    """A short stable hash of a JSON-able value (dict key order does not matter)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path, cache: dict[str, str] | None = None) -> str:
+    """Content identity of a file or folder (recursively; names and contents); missing paths are an identity too.
+
+    ``cache`` maps ``path:size:mtime`` to a digest already computed (so that a re-run does not read every file of
+    a dump folder again); new digests are added to it.
+    """
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for child in sorted(p.rglob("*")):
+            if child.is_file():
+                h.update(f"{child.relative_to(p).as_posix()}\0{file_digest(child, cache)}\n".encode())
+        return "dir:" + h.hexdigest()[:16]
+    if not p.is_file():
+        return "missing"
+    stat = p.stat()
+    memo = f"{p.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if cache is not None and memo in cache:
+        return cache[memo]
+    digest = _digest(p, stat.st_size, stat.st_mtime_ns)
+    if cache is not None:
+        cache[memo] = digest
+    return digest
+
+
+def _digest(p: Path, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: fh.read(_EDGE), b""):
+                h.update(block)
+            return "sha256:" + h.hexdigest()[:16]
+        h.update(fh.read(_EDGE))
+        fh.seek(size - _EDGE)
+        h.update(fh.read(_EDGE))
+    return f"large:{size}:{mtime_ns}:{h.hexdigest()[:16]}"

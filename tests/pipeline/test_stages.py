@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lima_align.pipeline.stages import FULL_HASH_LIMIT, Stages, file_digest, fingerprint
+from lima_align.fileio import FULL_HASH_LIMIT, file_digest, fingerprint
+from lima_align.pipeline.stages import Stages
 
 
 def _stage(tmp_path, calls, fail=False):
@@ -90,13 +91,13 @@ def test_protected_stage_refuses_a_changed_key_naming_what_changed(tmp_path):
 
 
 def test_digests_are_cached_by_path_size_and_time(tmp_path, monkeypatch):
-    import lima_align.pipeline.stages as stages
+    import lima_align.fileio as fileio
 
     f = tmp_path / "dump.csv"
     f.write_text("a,b\n")
     reads = []
-    real = stages._digest
-    monkeypatch.setattr(stages, "_digest", lambda *a: reads.append(a[0]) or real(*a))
+    real = fileio._digest
+    monkeypatch.setattr(fileio, "_digest", lambda *a: reads.append(a[0]) or real(*a))
     first = Stages(tmp_path / "run", lambda m: None).digest(f)
     again = Stages(tmp_path / "run", lambda m: None).digest(f)  # a new run: the cache file is read back
     assert first == again and len(reads) == 1

@@ -32,7 +32,8 @@ from lima_align.curate.dedup import REASONS as DEDUP_REASONS
 from lima_align.curate.dedup import DedupConfig, Deduplicator
 from lima_align.curate.diversity import DiversityConfig
 from lima_align.curate.scoring import ScoringConfig
-from lima_align.curate.strategies import SCORED, STRATEGIES, Context, get_strategy
+from lima_align.curate.scored import ALL_STRATEGIES, SCORED, Scorers
+from lima_align.curate.strategies import Context, get_strategy
 from lima_align.errors import LimaError
 from lima_align.fileio import atomic_write, write_json
 from lima_align.curate.table1 import TokenCounter, format_table, table1
@@ -80,8 +81,8 @@ class MixConfig:
             if not spec.path or spec.n < 0:
                 raise ValueError(f"input {spec.label()!r}: give a path and n >= 0")
         for name in [self.strategy, *(s.strategy for s in self.inputs if s.strategy)]:
-            if name not in STRATEGIES:
-                raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+            if name not in ALL_STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r} (known: {', '.join(ALL_STRATEGIES)})")
         labels = [s.label() for s in [*self.inputs, *self.dev, *self.test]]
         if len(set(labels)) != len(labels):
             raise ValueError(f"input names must be unique (give each a name): {labels}")
@@ -165,7 +166,7 @@ def _draw(pool: Pool, cfg: MixConfig, embedder: Any, scorers: Any) -> tuple[list
     spec = pool.spec
     name = "random" if pool.split != "train" else (spec.strategy or cfg.strategy)
     ctx = Context(random.Random(f"{cfg.seed}:{pool.split}:{spec.label()}"), embedder, scorers)
-    sel = get_strategy(name)(pool.rows, spec.n, ctx)
+    sel = get_strategy(name, ALL_STRATEGIES)(pool.rows, spec.n, ctx)
     pool.dropped.update(sel.refused)
     chosen = []
     for i, ex in enumerate(sel.chosen):
@@ -203,8 +204,6 @@ def build_mix(cfg: MixConfig, embedder: Any = None, scorers: Any = None,
 
         embedder = load_embedder(cfg.diversity)
     if scorers is None and needs & set(SCORED):
-        from lima_align.curate.scored import Scorers
-
         scorers = Scorers(cfg.scoring, log)
     splits: dict[str, list[Example]] = {}
     removed: dict[str, list[dict]] = {}
@@ -243,8 +242,6 @@ def check_recipe(cfg: MixConfig) -> None:
 def scoring_identity(cfg: MixConfig) -> dict[str, Any]:
     """Who scores each scored strategy the recipe uses (scorer model and method, judge and prompt versions):
     part of the mix stage's key, so the mix is redone when a scorer, a judge or a prompt changes."""
-    from lima_align.curate.scored import Scorers
-
     scorers = Scorers(cfg.scoring)
     return {name: scorers.provenance(name) for name in sorted(cfg.strategies() & set(SCORED))}
 

@@ -68,7 +68,7 @@ def rate(examples: Sequence[Example], cfg: ScoringConfig, aspect: str, client: A
     """The 1-6 rating of each example (None: the judge gave none); ``client`` overrides the YAML's (tests)."""
     from lima_align.evaluate.judging import JudgeSetup, read_rows, run_protocol
     from lima_align.evaluate.protocols import single_tasks
-    from lima_align.pipeline.stages import fingerprint
+    from lima_align.fileio import fingerprint
 
     judge = rating_judge(cfg)
     template = rating_template(judge, aspect)

@@ -23,7 +23,7 @@ import numpy as np
 
 from lima_align.conversation import Example
 from lima_align.curate.scoring import IFD_METHOD, IFDScorer, ScoringConfig, ifd_scores, model_identity
-from lima_align.curate.strategies import Context, Selection
+from lima_align.curate.strategies import STRATEGIES, Context, Selection, Strategy
 
 NEEDS_JUDGE = {"quality": ("quality",), "complexity": ("complexity",), "deita": ("complexity", "quality")}
 
@@ -168,5 +168,7 @@ def select_deita(pool: Sequence[Example], n: int, ctx: Context) -> Selection:
     return _take(pool, taken, n, scores, "deita", refused, audit)
 
 
-SCORED_STRATEGIES = {"ifd": select_ifd, "quality": _select_rating("quality"),
-                     "complexity": _select_rating("complexity"), "deita": select_deita}
+SCORED_STRATEGIES: dict[str, Strategy] = {"ifd": select_ifd, "quality": _select_rating("quality"),
+                                           "complexity": _select_rating("complexity"), "deita": select_deita}
+SCORED = tuple(SCORED_STRATEGIES)
+ALL_STRATEGIES: dict[str, Strategy] = {**STRATEGIES, **SCORED_STRATEGIES}  # every strategy a mix recipe can name

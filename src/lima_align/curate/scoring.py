@@ -47,8 +47,8 @@ class ScoringConfig:
     """How the scored strategies score candidates (the ``scoring`` section of a mix recipe)."""
 
     scorer: str = "smollm2-135m-instruct"  # IFD scorer: a built-in name, a hub id or a checkpoint folder
-    max_tokens: int = 1024  # tokens of one conversation scored (cut from the end)
-    batch_tokens: int = 8192  # padded tokens per forward pass
+    max_tokens: int = 512  # tokens of one conversation scored (cut from the end)
+    batch_tokens: int = 4096  # padded tokens per forward pass (logits: batch_tokens x vocabulary floats)
     device: str | None = None  # None: cuda when available
     ifd_max: float | None = 1.0  # refuse IFD above this (Cherry drops IFD > 1); None keeps every value
     ifd_keep: str = "high"  # high: the n hardest rows under ifd_max (Cherry, Superfiltering); low: the n easiest
@@ -92,7 +92,7 @@ def model_identity(name: str) -> dict[str, str]:
     folder = builtin_dir(name) if name in BUILTINS else Path(name).expanduser()
     if not folder.is_dir():
         return {"name": name}  # a hub id: its name (pin a revision in the folder you pass to freeze it)
-    from lima_align.pipeline.stages import file_digest
+    from lima_align.fileio import file_digest
 
     files = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".safetensors", ".bin")
                    and p.name != "lima-align-builtin.json")
@@ -174,12 +174,12 @@ def encode(turns: Sequence[str], tokenizer: Any, max_tokens: int) -> tuple[list[
 class IFDScorer:
     """Batched IFD with a causal LM; ``score(conversations)`` -> one :class:`IFDScore` each."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_tokens: int = 1024, batch_tokens: int = 8192):
+    def __init__(self, model: Any, tokenizer: Any, max_tokens: int = 512, batch_tokens: int = 4096):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_tokens, self.batch_tokens = max_tokens, batch_tokens
 
     @classmethod
-    def load(cls, name: str, max_tokens: int = 1024, batch_tokens: int = 8192, device: str | None = None,
+    def load(cls, name: str, max_tokens: int = 512, batch_tokens: int = 4096, device: str | None = None,
              ) -> "IFDScorer":
         import torch
 

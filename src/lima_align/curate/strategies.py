@@ -158,29 +158,17 @@ def select_unfiltered(pool: Sequence[Example], n: int, ctx: Context) -> Selectio
     return Selection(chosen, audit={"stackexchange_rows": se_rows, "would_fail_lima_filters": dict(fails)})
 
 
-def _scored(name: str) -> Strategy:
-    """A scored strategy, imported when used (it needs torch and the judge client; this module does not)."""
-    def select(pool: Sequence[Example], n: int, ctx: Context) -> Selection:
-        from lima_align.curate.scored import SCORED_STRATEGIES
-
-        return SCORED_STRATEGIES[name](pool, n, ctx)
-
-    select.__name__ = f"select_{name}"
-    return select
-
-
-SCORED = ("ifd", "quality", "complexity", "deita")
-STRATEGIES: dict[str, Strategy] = {
+STRATEGIES: dict[str, Strategy] = {  # the unscored ones; every strategy a mix can name: scored.ALL_STRATEGIES
     "random": select_random,
     "lima": select_lima,
     "longest": select_longest,
     "diverse": select_diverse,
     "unfiltered": select_unfiltered,
-    **{name: _scored(name) for name in SCORED},
 }
 
 
-def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
-    return STRATEGIES[name]
+def get_strategy(name: str, registry: dict[str, Strategy] | None = None) -> Strategy:
+    registry = STRATEGIES if registry is None else registry
+    if name not in registry:
+        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(registry)})")
+    return registry[name]

@@ -324,7 +324,8 @@ COLUMNS = (("stop", "stop_rate"), ("continues", "continuation_rate"), ("lists", 
             ("repeats", "repetition_rate"), ("refusals", "refusal_rate"))
 
 
-def _pct(cell: Mapping[str, Any] | None) -> str:
+def percent_cell(cell: Mapping[str, Any] | None) -> str:
+    """A rate cell: the rate in % with its interval, "-" for None."""
     if cell is None:
         return "-"
     low, high = cell["ci"]
@@ -341,7 +342,7 @@ def render_table(metrics: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in metrics:
         d2 = "-" if m["distinct_2"] is None else f"{m['distinct_2']:.3f}"
-        cells = [str(m["model"]), str(m["answers"]), *(_pct(m[key]) for _, key in COLUMNS), d2,
+        cells = [str(m["model"]), str(m["answers"]), *(percent_cell(m[key]) for _, key in COLUMNS), d2,
                  _lengths(m["tokens"]), _lengths(m["chars"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

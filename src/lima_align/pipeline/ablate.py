@@ -6,7 +6,11 @@ plus ``key=value`` overrides). Every arm runs the same stages, one arm after the
     mix -> train (the SAME hyperparameters for every arm) -> generate N samples per test prompt
         -> Likert 1-6 helpfulness judge -> per-arm summary (mean, two-sided 95% Student-t CI)
 
-then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``.
+then one bar plot of the arms' means with their CIs (PNG + SVG) and ``ablation-summary.json`` / ``.md``, with
+judge-free format metrics of each arm's answers beside the Likert means (stop rate, list rate, median tokens).
+An arm with ``icl: FILE`` is the in-context arm (URIAL-style): no mix and no training; the untuned ``model``
+answers in context (:mod:`lima_align.generate.icl`), then is judged like every other arm. Scored mix strategies
+(ifd, quality, deita ...) share one score cache, ``<out>/score-cache``, unless a recipe sets its own.
 With ``parallel: N`` the arms run N at a time, each in its own process pinned to one of ``devices`` (e.g. one
 GPU each; :mod:`lima_align.pipeline.arm_processes`); the plot waits for all of them. Each arm lives in
 ``<out>/arms/<name>/``. Its stages are the steps of ``lima-align run`` (:mod:`lima_align.pipeline.steps`), keyed
@@ -36,6 +40,7 @@ from lima_align.pipeline.steps import PER_RUN, GenerateJob
 
 Log = Callable[[str], None]
 ARM_STAGES = ("mix", "train", "generate", "judge", "summary")
+ICL_STAGES = ("generate", "judge", "summary")
 
 
 @dataclass
@@ -47,6 +52,11 @@ class ArmConfig:
     recipe: dict[str, Any] = field(default_factory=dict)  # inline MixConfig keys, merged over the file's
     overrides: list[str] = field(default_factory=list)  # key=value on the recipe (dotted keys for sections)
     examples: int = 0  # > 0: total training examples, split equally across the recipe's training inputs
+    icl: str = ""  # an in-context prompt file (configs/icl/*.yaml): no mix, no training, the base model in context
+
+    def __post_init__(self) -> None:
+        if self.icl and (self.mix or self.recipe or self.overrides or self.examples):
+            raise ValueError(f"arm {self.name!r}: an icl arm is not trained; give it no mix, recipe or examples")
 
 
 @dataclass
@@ -121,6 +131,8 @@ def mix_config(cfg: AblationConfig, arm: ArmConfig) -> Any:
         if not inputs:
             raise ConfigError(f"arm {arm.name!r}: 'examples' needs a recipe with training inputs")
         values["inputs"] = [{**spec, "n": n} for spec, n in zip(inputs, _split(arm.examples, len(inputs)))]
+    if not (values.get("scoring") or {}).get("cache_dir"):
+        values.setdefault("scoring", {})["cache_dir"] = str(Path(cfg.out) / "score-cache")  # shared by the arms
     mix = from_dict(MixConfig, values, where=f"arm {arm.name!r} mix recipe")
     mix.diversity.enabled = False if "diversity" not in values else mix.diversity.enabled  # the map costs a model
     if not mix.inputs:
@@ -160,16 +172,29 @@ def test_prompts_path(cfg: AblationConfig, arm_dir: Path) -> Path:
     return path if path.is_absolute() or not base else Path(base) / path
 
 
+FORMAT_KEYS = ("stop_rate", "list_rate", "heading_rate", "continuation_rate", "repetition_rate", "distinct_2",
+               "tokens")
+
+
 def summarize_arm(arm: str, arm_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """The arm's Likert summary (prompt-clustered CI), its judge-free format metrics and its training facts
+    (none for an in-context arm: ``train_examples`` 0 and ``hyperparameters`` None)."""
+    from lima_align.evaluate.format_metrics import model_metrics, read_output_rows
     from lima_align.evaluate.judging import read_rows
     from lima_align.evaluate.summary import summarize_group
 
     likert = summarize_group("likert", read_rows(results["judge"]["judgments"]))["likert"]
-    summary = {"arm": arm, "likert": likert, "train_examples": results["mix"]["splits"]["train"],
-               "shortfalls": results["mix"]["shortfalls"], "test_prompts": results["generate"]["prompts"],
+    metrics = model_metrics(read_output_rows(results["generate"]["outputs"]))
+    trained = "train" in results
+    summary = {"arm": arm, "likert": likert, "format": {k: metrics[k] for k in FORMAT_KEYS},
+               "train_examples": results["mix"]["splits"]["train"] if trained else 0,
+               "shortfalls": results["mix"]["shortfalls"] if trained else [],
+               "test_prompts": results["generate"]["prompts"],
                "test_prompt_ids": results["generate"]["test_prompt_ids"],
-               "steps": results["train"]["steps"], "last_loss": results["train"]["last_loss"],
-               "hyperparameters": results["train"]["hyperparameters"]}
+               "steps": results["train"]["steps"] if trained else 0,
+               "last_loss": results["train"]["last_loss"] if trained else None,
+               "hyperparameters": results["train"]["hyperparameters"] if trained else None,
+               "in_context": results.get("icl")}
     write_json(arm_dir / "arm-summary.json", summary)
     lo, hi = likert["ci"]
     return {**summary, "summary": f"mean {likert['mean']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}], {likert['design']}"}
@@ -179,20 +204,28 @@ def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[s
     arm_dir = Path(cfg.out) / "arms" / arm.name
     arm_dir.mkdir(parents=True, exist_ok=True)
     alog: Log = lambda m: log(f"  [{arm.name}] {m}")  # noqa: E731
-    stages = Stages(arm_dir, alog, total=len(ARM_STAGES))
-    r: dict[str, Any] = {"mix": steps.mix(stages, mix_config(cfg, arm), arm_dir)}
-    r["train"] = steps.train(stages, train_config(cfg, arm_dir), alog)
-    checkpoint = arm_dir / "train" / Path(r["train"]["checkpoint"]).name
+    stages = Stages(arm_dir, alog, total=len(ICL_STAGES if arm.icl else ARM_STAGES))
+    r: dict[str, Any] = {}
+    if arm.icl:  # the untuned model in context: nothing to mix or train
+        model, model_key = cfg.model, [cfg.model, "untuned"]
+        r["icl"] = {"file": arm.icl, "model": cfg.model}
+    else:
+        r["mix"] = steps.mix(stages, mix_config(cfg, arm), arm_dir)
+        r["train"] = steps.train(stages, train_config(cfg, arm_dir), alog)
+        checkpoint = arm_dir / "train" / Path(r["train"]["checkpoint"]).name
+        model, model_key = str(checkpoint), [r["train"]["key"], checkpoint.name]
     answers = arm_dir / "outputs" / f"{arm.name}.jsonl"
-    job = GenerateJob(name=arm.name, model=str(checkpoint), model_key=[r["train"]["key"], checkpoint.name],
-                      prompts=test_prompts_path(cfg, arm_dir), out=answers, sampling=cfg.sampling,
-                      samples=cfg.samples, limit=cfg.test_limit, batch_size=cfg.gen_batch_size, device=cfg.device,
-                      engine=cfg.engine, missing_hint="set test_prompts, or give the mix recipes a test split")
+    job = GenerateJob(name=arm.name, model=model, model_key=model_key, prompts=test_prompts_path(cfg, arm_dir),
+                      out=answers, sampling=cfg.sampling, samples=cfg.samples, limit=cfg.test_limit,
+                      batch_size=cfg.gen_batch_size, device=cfg.device, engine=cfg.engine, icl=arm.icl,
+                      missing_hint="set test_prompts, or give the mix recipes a test split")
+    if arm.icl and not cfg.test_prompts:
+        raise ConfigError(f"arm {arm.name!r}: an icl arm has no mix test split; set test_prompts")
     r["generate"] = steps.generate(stages, job)
     r["judge"] = steps.judge_likert(stages, judge, answers, arm_dir / "judgments" / "likert.jsonl",
                                     Path(cfg.out) / "judge-cache.sqlite")
     r["summary"] = stages.run("summary", lambda: summarize_arm(arm.name, arm_dir, r),
-                              key={name: info["key"] for name, info in r.items()},
+                              key={name: info["key"] for name, info in r.items() if "key" in info},
                               outputs=[arm_dir / "arm-summary.json"])
     return r
 
@@ -200,27 +233,36 @@ def run_arm(cfg: AblationConfig, arm: ArmConfig, judge: Any, log: Log) -> dict[s
 # --------------------------------------------------------------------------------------------- report
 def render_markdown(cfg: AblationConfig, arms: list[dict[str, Any]], figures: list[str]) -> str:
     """The ablation table: each arm's mean with its prompt-clustered CI, and its difference from the first arm."""
+    from lima_align.evaluate.format_metrics import percent_cell
     from lima_align.evaluate.statistics import compare_likert
 
     base = arms[0]["arm"] if arms else "-"
     lines = [f"# {cfg.name}: {cfg.title}", "",
-             f"Base model `{cfg.model}`, identical training hyperparameters for every arm; {cfg.samples} samples "
+             f"Base model `{cfg.model}`, identical training hyperparameters for every trained arm (an in-context "
+             f"arm is the untuned model prompted with examples); {cfg.samples} samples "
              "per test prompt; Likert 1-6 helpfulness. Mean of the per-prompt means with a two-sided 95% Student-t "
              "CI over PROMPTS (a prompt's samples are averaged first: they are not independent). Difference from "
              f"the first arm ({base}): paired t over per-prompt differences when both arms answered the same "
-             "prompts, Welch's t otherwise.", "",
+             "prompts, Welch's t otherwise. Judge-free: stop rate (answers that ended before the token cap) and "
+             "list rate in % with their 95% interval, median answer tokens.", "",
              f"| arm | train examples | test prompts | graded (prompts x samples) | unparsed | mean | "
-             f"95% CI (t over prompts) | vs {base}: difference [95% CI] | final loss |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"95% CI (t over prompts) | vs {base}: difference [95% CI] | final loss | stop rate | list rate | "
+             "median tokens |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
         lk = a["likert"]
         loss = f"{a['last_loss']:.3f}" if a.get("last_loss") is not None else "-"
         d = compare_likert(lk, arms[0]["likert"])
         diff = "-" if a is arms[0] or d["diff"] != d["diff"] else (
             f"{d['diff']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] ({d['ci_method']})")
-        lines.append(f"| {a['arm']} | {a['train_examples']} | {a['test_prompts']} | "
+        fmt = a.get("format") or {}
+        tokens = (fmt.get("tokens") or {}).get("median")
+        size = "in context" if a.get("in_context") else a["train_examples"]
+        lines.append(f"| {a['arm']} | {size} | {a['test_prompts']} | "
                      f"{lk.get('design', lk['n'])} | {lk['missing']} | {lk['mean']:.2f} | "
-                     f"[{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}] | {diff} | {loss} |")
+                     f"[{lk['ci'][0]:.2f}, {lk['ci'][1]:.2f}] | {diff} | {loss} | "
+                     f"{percent_cell(fmt.get('stop_rate'))} | {percent_cell(fmt.get('list_rate'))} | "
+                     f"{'-' if tokens is None else f'{tokens:.0f}'} |")
     notes = [f"- {a['arm']}: {len(a['shortfalls'])} training input(s) could not give their n (shortfall)"
              for a in arms if a["shortfalls"]]
     if len({a["test_prompt_ids"] for a in arms}) > 1:
@@ -240,7 +282,7 @@ def write_report(cfg: AblationConfig, arms: list[dict[str, Any]]) -> dict[str, A
     rows = [{"label": a["arm"], **a["likert"]} for a in arms]
     figures = [str(p) for p in likert_bars(rows, out / "ablation-likert", f"{cfg.name}: {cfg.title}")]
     summary = {"name": cfg.name, "model": cfg.model, "samples": cfg.samples, "figures": figures,
-               "hyperparameters": arms[0]["hyperparameters"] if arms else {},
+               "hyperparameters": next((a["hyperparameters"] for a in arms if a["hyperparameters"]), {}),
                "arms": [{k: v for k, v in a.items() if k not in ("hyperparameters", "summary", "seconds")}
                         for a in arms],
                "differences": [{"arm": a["arm"], "vs": arms[0]["arm"], **compare_likert(a["likert"],
@@ -273,8 +315,8 @@ def run_ablation(cfg: AblationConfig, log: Log = print, *, only_arm: str | None 
     for i, arm in enumerate(cfg.arms, 1):  # after a parallel run: every stage is done, the markers are read
         log(f"arm {i}/{len(cfg.arms)}: {arm.name}")
         arms.append(run_arm(cfg, arm, judge, log)["summary"])
-    hyper = {json.dumps(a["hyperparameters"], sort_keys=True) for a in arms}
-    if len(hyper) != 1:
+    hyper = {json.dumps(a["hyperparameters"], sort_keys=True) for a in arms if a["hyperparameters"] is not None}
+    if len(hyper) > 1:
         raise LimaError("the arms' training hyperparameters differ (an arm ran with older settings?)")
     summary = write_report(cfg, arms)
     for a in arms:

@@ -60,6 +60,7 @@ class GenerateJob:
     add_eot: bool = False  # a model not tuned by lima-align (a base model before tuning): add the EOT token
     missing_hint: str = ""  # said when the prompts file does not exist
     engine: EngineOptions = field(default_factory=EngineOptions)
+    icl: str = ""  # an in-context prompt file (configs/icl/*.yaml): an untuned model answers in context
 
     @property
     def prompts_copy(self) -> Path:
@@ -226,7 +227,7 @@ def generate(stages: Stages, job: GenerateJob, stage: str = "generate") -> dict[
         prompts = copy_prompts(job.prompts, job.prompts_copy, job.limit, missing_hint=job.missing_hint)
         report = answer_prompts(job.model, prompts, job.out, job.sampling, samples=job.samples, generator=job.name,
                                 batch_size=job.batch_size, device=job.device, add_eot=job.add_eot,
-                                engine=job.engine)
+                                engine=job.engine, icl=job.icl or None)
         ids = sorted({json.loads(line)["id"] for line in job.out.read_text(encoding="utf-8").splitlines() if line})
         return {"outputs": str(job.out), **report.to_dict(), "test_prompt_ids": fingerprint(ids),
                 "summary": f"{report.prompts} prompts x {job.samples} sample(s), {report.generated_tokens} tokens "
@@ -234,6 +235,8 @@ def generate(stages: Stages, job: GenerateJob, stage: str = "generate") -> dict[
 
     key = {"model": job.model_key, "name": job.name, "sampling": to_dict(job.sampling), "samples": job.samples,
            "prompts": stages.digest(job.prompts), "limit": job.limit, **_engine_key(job.engine)}
+    if job.icl:
+        key["icl"] = stages.digest(Path(job.icl))
     return stages.run(stage, work, key=key, outputs=[job.out, job.prompts_copy])
 
 
