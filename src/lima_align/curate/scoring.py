@@ -47,7 +47,7 @@ class ScoringConfig:
     """How the scored strategies score candidates (the ``scoring`` section of a mix recipe)."""
 
     scorer: str = "smollm2-135m-instruct"  # IFD scorer: a built-in name, a hub id or a checkpoint folder
-    max_tokens: int = 512  # tokens of one conversation scored (cut from the end)
+    max_tokens: int = 256  # tokens of one conversation scored, cut from the end (CPU cost: see the README)
     batch_tokens: int = 4096  # padded tokens per forward pass (logits: batch_tokens x vocabulary floats)
     device: str | None = None  # None: cuda when available
     ifd_max: float | None = 1.0  # refuse IFD above this (Cherry drops IFD > 1); None keeps every value
@@ -174,12 +174,12 @@ def encode(turns: Sequence[str], tokenizer: Any, max_tokens: int) -> tuple[list[
 class IFDScorer:
     """Batched IFD with a causal LM; ``score(conversations)`` -> one :class:`IFDScore` each."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_tokens: int = 512, batch_tokens: int = 4096):
+    def __init__(self, model: Any, tokenizer: Any, max_tokens: int = 256, batch_tokens: int = 4096):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_tokens, self.batch_tokens = max_tokens, batch_tokens
 
     @classmethod
-    def load(cls, name: str, max_tokens: int = 512, batch_tokens: int = 4096, device: str | None = None,
+    def load(cls, name: str, max_tokens: int = 256, batch_tokens: int = 4096, device: str | None = None,
              ) -> "IFDScorer":
         import torch
 
@@ -233,12 +233,30 @@ class IFDScorer:
             ids[r, :len(seq)] = torch.tensor(seq)
             attn[r, :len(seq)] = 1
             marked[r, :len(seq)] = torch.tensor(mask)
+        keep = marked[:, 1:].to(device)  # position t predicts token t + 1
+        targets = ids[:, 1:].to(device)[keep]
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:].to(device), reduction="none")
-        keep = marked[:, 1:].to(device)
-        sums, counts = (nll * keep).sum(1), keep.sum(1)
+            hidden = self._hidden(ids.to(device), attn.to(device))
+            if hidden is None:  # a model whose logits are not head(hidden): every position's logits
+                logits = self.model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+                picked = logits[:, :-1][keep].float()
+            else:  # the head on the scored positions only (a fifth of a small model's compute is its head)
+                picked = self.model.get_output_embeddings()(hidden[:, :-1][keep]).float()
+            nll = torch.nn.functional.cross_entropy(picked, targets, reduction="none")
+        rows = keep.nonzero()[:, 0]
+        sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
+        counts = keep.sum(1)
         return [float(s / c) if c else math.nan for s, c in zip(sums.tolist(), counts.tolist())]
+
+    def _hidden(self, ids: Any, attn: Any) -> Any:
+        """The decoder's last hidden states when the logits are just the output head applied to them."""
+        config = getattr(self.model, "config", None)
+        if getattr(config, "final_logit_softcapping", None) or self.model.get_output_embeddings() is None:
+            return None
+        decoder = getattr(self.model, "get_decoder", lambda: None)()
+        if decoder is None:
+            return None
+        return decoder(input_ids=ids, attention_mask=attn).last_hidden_state
 
 
 def ifd_scores(examples: Sequence[Example], cfg: ScoringConfig, scorer: Callable[[], IFDScorer],
