@@ -12,6 +12,9 @@ The policy (``TrainConfig.keep_epochs``): once a newer checkpoint is complete, a
 if its epoch is one checkpoint selection compares (the window, 5-10 in the paper), kept with its full weights
 but without the optimizer state, scheduler and RNG states (``resumable: false`` in its marker). So only the newest
 checkpoint can be resumed from, and at 65B the run keeps ~130 GB per kept epoch instead of ~1 TB.
+``save_total_limit`` then deletes the oldest complete checkpoints beyond that many, by step number. We rotate
+ourselves: transformers' Trainer orders checkpoints by modification time, and stripping an older folder makes it
+look newer than the checkpoint after it.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class CheckpointPolicy:
     """Which superseded checkpoints keep their weights: those closing an epoch of ``window`` (None: none)."""
 
     window: tuple[int, int] | None = (5, 10)
+    limit: int | None = None  # save_total_limit: at most this many complete checkpoints (None or <= 0: no limit)
 
     def keeps_weights(self, epoch: float | None, last: bool = False) -> bool:
         whole = whole_epoch(epoch)
@@ -94,7 +98,8 @@ class CheckpointPolicy:
     def kept_count(self, epochs: int) -> int:
         """How many checkpoints of a finished run of ``epochs`` epochs keep full weights (the last included)."""
         window = set() if self.window is None else set(range(self.window[0], self.window[1] + 1))
-        return len((window & set(range(1, epochs + 1))) | {epochs})
+        kept = len((window & set(range(1, epochs + 1))) | {epochs})
+        return min(kept, self.limit) if self.limit and self.limit > 0 else kept
 
 
 def has_weights(folder: Path) -> bool:
@@ -104,11 +109,11 @@ def has_weights(folder: Path) -> bool:
 def prune(out: str | Path, newest: Path, policy: CheckpointPolicy) -> list[str]:
     """Apply the policy to every complete checkpoint older than ``newest``; returns what was done, per folder."""
     done = []
-    for folder in complete_checkpoints(out):
-        if folder == newest or _step(folder) > _step(newest):
-            continue
+    older = [f for f in complete_checkpoints(out) if _step(f) < _step(newest)]
+    over = len(older) + 1 - policy.limit if policy.limit and policy.limit > 0 else 0
+    for i, folder in enumerate(older):
         marker = _marker(folder)
-        if policy.keeps_weights(marker.get("epoch")) and has_weights(folder):
+        if i >= over and policy.keeps_weights(marker.get("epoch")) and has_weights(folder):
             if marker.get("resumable", True):
                 _strip_resume_state(folder, marker)
                 done.append(f"{folder.name}: weights kept, optimizer state deleted")

@@ -79,6 +79,7 @@ class TrainConfig:
     tensorboard: bool = True
     # more experiment trackers transformers reports to (wandb, mlflow, trackio, comet_ml, ...), beside tensorboard
     report_to: list[str] = field(default_factory=list)
+    # at most this many complete checkpoints, the oldest steps deleted first (after keep_epochs; None: no limit)
     save_total_limit: int | None = None
     # checkpoints: every epoch is saved; once a newer one is complete, an older one keeps its full weights only if
     # its epoch is in this window (the epochs checkpoint selection compares: "5-10" in the paper; "all"; "none"),

@@ -282,7 +282,7 @@ def plan_run(config: Any, request: PlanRequest, config_path: str = "CONFIG.yaml"
     shape = model_shape(model_config(config.model, request.config_json), config.model)
     plans = [plan_memory(shape, setup_for(config, s, request)) for s in request.strategies]
     launch = {s: launch_command(s, request.gpus_per_node, request.nodes, config_path) for s in request.strategies}
-    kept = CheckpointPolicy(config.kept_epochs()).kept_count(config.epochs)
+    kept = CheckpointPolicy(config.kept_epochs(), config.save_total_limit).kept_count(config.epochs)
     disks = [f"  {p.setup.strategy}: {format_disk(plan_disk(shape, p.setup, config.epochs, kept))}" for p in plans]
     return format_plan(shape, plans, launch) + "\n\n" + "\n".join(
         [f"disk ({config.epochs} epochs, keep_epochs={config.keep_epochs}):", *disks])
@@ -300,5 +300,5 @@ def run_disk(model: Any, config: Any, strategy: str) -> dict[str, float]:
     master = 4 if sharded and config.resolved_mixed_precision() == "bf16" else weight_bytes
     weights = (trainable if config.lora.enabled else n) * weight_bytes
     resume = 2 * trainable * master + (n * master if sharded else 0)
-    kept = CheckpointPolicy(config.kept_epochs()).kept_count(config.epochs)
+    kept = CheckpointPolicy(config.kept_epochs(), config.save_total_limit).kept_count(config.epochs)
     return checkpoint_disk(weights, resume, kept)

@@ -153,7 +153,7 @@ def training_arguments(config: TrainConfig, world_size: int = 1) -> TrainingArgu
         learning_rate=config.lr, weight_decay=config.weight_decay, adam_beta1=config.beta1,
         adam_beta2=config.beta2, max_grad_norm=config.max_grad_norm, warmup_steps=0,
         optim="adamw_torch", seed=config.seed, data_seed=config.seed,
-        save_strategy="epoch", save_total_limit=config.save_total_limit,
+        save_strategy="epoch",  # save_total_limit: CheckpointPolicy rotates, by step
         logging_steps=config.logging_steps, logging_first_step=True,
         report_to=report_targets(config),
         remove_unused_columns=False, dataloader_num_workers=0, average_tokens_across_devices=True,
@@ -222,7 +222,7 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, dataset: Rend
                         "CUDA_VISIBLE_DEVICES=0")
     check_supported(config, model, world_size)
     flash = config.attn_implementation == "flash_attention_2"
-    policy = CheckpointPolicy(config.kept_epochs())
+    policy = CheckpointPolicy(config.kept_epochs(), config.save_total_limit)
     trainer_callbacks = [CheckpointCallback(run_info, config.chat, policy), SigtermCallback(),
                          AnomalyCallback(config.spike_factor, stop=config.anomaly == "stop"), *callbacks]
     if config.new_token_lr is not None:
