@@ -64,6 +64,22 @@ def test_resume_skips_done_rows_and_cuts_a_torn_line(model, tokenizer, prompts, 
     assert generate_file(engine, prompts, out, CONFIG, samples=2).written == 0
 
 
+def test_a_resume_with_other_settings_is_refused_and_leaves_the_file_as_it_was(model, tokenizer, prompts, tmp_path):
+    engine = HFEngine(model, tokenizer)
+    out = tmp_path / "out.jsonl"
+    generate_file(engine, prompts, out, CONFIG, generator="tiny")
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]))  # two of three done
+    before = out.read_bytes()
+    other = SamplingConfig(max_new_tokens=6, seed=2)
+    with pytest.raises(DataError, match=r"out.jsonl:1: written with another sampling .*'seed': 1.*'seed': 2"):
+        generate_file(engine, prompts, out, other, generator="tiny")
+    with pytest.raises(DataError, match=r"out.jsonl:1: written with another generator \('tiny'; this run: 'x'\)"):
+        generate_file(engine, prompts, out, CONFIG, generator="x")
+    assert out.read_bytes() == before
+    assert generate_file(engine, prompts, out, CONFIG, generator="tiny").written == 1
+
+
 def test_refuses_to_append_to_a_foreign_file(model, tokenizer, prompts, tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text('{"something": "else"}\n')

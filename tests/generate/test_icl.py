@@ -13,6 +13,7 @@ import pytest
 from lima_align.chat_format import encode_text
 from lima_align.cli import main
 from lima_align.config import ConfigError
+from lima_align.errors import DataError
 from lima_align.generate.batch import GenerateReport, answer_prompts, generate_file
 from lima_align.generate.decoding import SamplingConfig, find_stop
 from lima_align.generate.engine import Completion, HFEngine, Request
@@ -161,6 +162,23 @@ def test_without_stop_strings_nothing_changes(model, tokenizer):
     (again,) = engine.generate([Request("a", turns, stop=())], GREEDY)
     assert (chat.finish_reason, chat.text, chat.token_ids) == (again.finish_reason, again.text, again.token_ids)
     assert chat.prompt_tokens == len(engine.prompt_ids(turns))
+
+
+def test_a_resume_with_another_in_context_prompt_or_none_is_refused(model, tokenizer, tmp_path):
+    import yaml
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Say {i}."}) + "\n" for i in range(2)))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**GOOD, "name": "other"}))
+    engine, out = HFEngine(model, tokenizer), tmp_path / "out.jsonl"
+    generate_file(engine, prompts, out, GREEDY, icl=SHIPPED)
+    out.write_text(out.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(DataError, match="out.jsonl:1: written with another icl"):
+        generate_file(engine, prompts, out, GREEDY, icl=other)
+    with pytest.raises(DataError, match=r"written with another icl \('[0-9a-f]{64}'; this run: None\)"):
+        generate_file(engine, prompts, out, GREEDY)
+    assert generate_file(engine, prompts, out, GREEDY, icl=SHIPPED).written == 1
 
 
 # ---------------------------------------------------------------- an untuned Gemma-3 answering in context

@@ -67,14 +67,30 @@ def prompt_turns(example: Example) -> list[str]:
     return list(turns if example.is_prompt_only else turns[:-1])
 
 
-def done_keys(path: Path, report: GenerateReport) -> set[tuple[str, int]]:
-    """(id, sample) pairs already written; a torn last line (killed mid-write) is cut off the file."""
+def done_keys(path: Path, report: GenerateReport, same: dict[str, Any] | None = None) -> set[tuple[str, int]]:
+    """(id, sample) pairs already written; a torn last line (killed mid-write) is cut off the file.
+
+    ``same``: what every row already there must share with this run (:func:`run_identity`), else an error
+    naming the first line that differs: a resumed file never mixes two settings."""
     if not path.exists():
         return set()
     rows, report.torn_lines_dropped = read_appended(path, lambda r: (str(r["id"]), int(r["sample"])),
                                                     "generation output row")
+    for line_no, (_, _, row) in enumerate(rows, start=1):
+        found = run_identity(row)
+        for name in same or {}:
+            if found[name] != same[name]:
+                raise DataError(f"written with another {name} ({found[name]!r}; this run: {same[name]!r}): "
+                                "resume with the same settings, or write another output file", path, line_no)
     keep_lines(path, [raw for raw, _, _ in rows])
     return {key for _, key, _ in rows}
+
+
+def run_identity(row: dict[str, Any]) -> dict[str, Any]:
+    """The settings an output row was written with that a resume must not change."""
+    icl = (row.get("meta") or {}).get("icl")
+    return {"generator": row.get("generator"), "sampling": row.get("sampling"),
+            "icl": icl.get("fingerprint") if isinstance(icl, dict) else None}
 
 
 def output_row(example: Example, completion: Completion, generator: str, config: SamplingConfig,
@@ -115,7 +131,9 @@ def generate_file(engine: Any, prompts: str | Path, out: str | Path, config: Sam
         seen_ids.add(ex.id)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = done_keys(out, report)
+    same = {"generator": generator, "sampling": config.to_dict(),
+            "icl": in_context.fingerprint() if in_context is not None else None}
+    done = done_keys(out, report, same)
     requests, owners = [], []
     for ex in examples:
         for s in range(samples):
