@@ -30,6 +30,35 @@ def test_stream_decoder_finish_flushes_to_the_final_text(tokenizer):
     assert decoder.finish("🙂") == "🙂"  # ... until the final text is known
 
 
+def _stream(tokenizer, text, stop):
+    decoder = StreamDecoder(tokenizer, stop=stop)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    deltas = [decoder.push(i) for i in ids]
+    return decoder, deltas, ids
+
+
+def test_a_stream_never_shows_a_stop_string_split_over_tokens(tokenizer):
+    stop = "### User:"
+    text = "First line.\n### User: next question\nmore"
+    decoder, deltas, ids = _stream(tokenizer, text, (stop,))
+    assert len(ids) > 6 and "".join(deltas) == "First line.\n" and decoder.stopped
+    shown = ""
+    for delta in deltas:  # no moment at which the client saw the beginning of the stop string
+        shown += delta
+        assert not any(stop.startswith(shown[-k:]) for k in range(1, min(len(shown), len(stop)) + 1))
+    assert decoder.finish("First line.\n") == ""
+
+
+def test_a_held_back_tail_that_is_not_a_stop_string_is_shown_when_the_next_tokens_tell(tokenizer):
+    text = "a ## b ### c"
+    decoder, deltas, ids = _stream(tokenizer, text, ("### User:",))
+    assert [tokenizer.decode([i]) for i in ids] == ["a", " ##", " b", " ###", " c"]
+    assert deltas == ["a", " ", "## b", " ", "### c"]  # "##" and "###" wait for the token after them
+    assert decoder.finish(text) == "" and not decoder.stopped
+    decoder, deltas, _ = _stream(tokenizer, "x STOP y", ("STOP", "x S"))
+    assert "".join(deltas) == "" and decoder.stopped  # the earliest stop string wins
+
+
 def _chat(engine, script: str, session=None):
     session = session or ChatSession("tiny", CONFIG)
     out = io.StringIO()

@@ -81,6 +81,21 @@ def test_streaming_equals_non_streaming(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
 
 
+def test_stop_strings_end_the_reply_before_them_streamed_or_not(client):
+    settings = dict(model=NAME, messages=LONG, temperature=0, max_tokens=40)
+    free = client.chat.completions.create(**settings).choices[0].message.content
+    # a stop string from the middle of the greedy reply, first found there
+    at = next(k for k in range(len(free) // 2, len(free) - 4) if free.find(free[k:k + 4]) == k)
+    stop, cut = free[at:at + 4], free[:at]
+    whole = client.chat.completions.create(**settings, stop=[stop, "never in it"])
+    (choice,) = whole.choices
+    assert (choice.message.content, choice.finish_reason) == (cut, "stop")
+    assert whole.usage.completion_tokens < client.chat.completions.create(**settings).usage.completion_tokens
+    chunks = list(client.chat.completions.create(**settings, stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == cut
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
 def test_concurrent_requests_are_batched_and_seeded_text_does_not_depend_on_the_batch(server, client):
     settings = dict(model=NAME, messages=LONG, temperature=1.0, max_tokens=6)
     solo = {seed: client.chat.completions.create(**settings, seed=seed).choices[0].message.content
@@ -171,7 +186,11 @@ BAD = {
     "max_tokens zero": ({"model": NAME, "messages": HELLO, "max_tokens": 0}, 400),
     "over the context": ({"model": NAME, "messages": [{"role": "user", "content": "word " * 230}],
                           "max_tokens": 64}, 400),
-    "stop": ({"model": NAME, "messages": HELLO, "stop": ["\n"]}, 400),
+    "stop not text": ({"model": NAME, "messages": HELLO, "stop": 3}, 400),
+    "stop list of numbers": ({"model": NAME, "messages": HELLO, "stop": [1]}, 400),
+    "five stop strings": ({"model": NAME, "messages": HELLO, "stop": list("abcde")}, 400),
+    "empty stop string": ({"model": NAME, "messages": HELLO, "stop": ""}, 400),
+    "stop string too long": ({"model": NAME, "messages": HELLO, "stop": "x" * 257}, 400),
     "top_logprobs without logprobs": ({"model": NAME, "messages": HELLO, "top_logprobs": 3}, 400),
     "top_logprobs over 20": ({"model": NAME, "messages": HELLO, "logprobs": True, "top_logprobs": 21}, 400),
     "logprobs not a boolean": ({"model": NAME, "messages": HELLO, "logprobs": "yes"}, 400),

@@ -16,10 +16,10 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from lima_align.generate.engine import Request
-from lima_align.generate.decoding import SamplingConfig
+from lima_align.generate.decoding import SamplingConfig, find_stop
 
 _REPLACEMENT = "\ufffd"  # what decode() gives for an incomplete UTF-8 sequence
 
@@ -31,30 +31,40 @@ class StreamDecoder:
     and returns the difference; it returns nothing while the text ends in an incomplete character.
     ``skip_ids`` (EOT, EOS) are never shown. The concatenated deltas equal
     ``tokenizer.decode(ids, skip_special_tokens=True)`` up to a held-back incomplete tail; :meth:`finish`
-    flushes against the authoritative final text.
+    flushes against the authoritative final text. With ``stop`` strings, text from the first one on is never
+    shown, and a tail that may be the start of one is held back until the next tokens tell.
     """
 
-    def __init__(self, tokenizer: Any, skip_ids: Iterable[int] = ()):
+    def __init__(self, tokenizer: Any, skip_ids: Iterable[int] = (), stop: Sequence[str] = ()):
         self.tokenizer = tokenizer
         self.skip_ids = set(skip_ids)
+        self.stop = tuple(s for s in stop if s)
         self.ids: list[int] = []
         self.prefix = 0  # window start: decoding from here keeps spacing/merges right
-        self.read = 0  # tokens already turned into shown text
-        self.shown = ""
+        self.read = 0  # tokens already turned into text
+        self.text = ""  # all decoded text
+        self.shown = ""  # what was shown of it
+        self.stopped = False
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
-        if token_id in self.skip_ids:
+        if token_id in self.skip_ids or self.stopped:
             return ""
         self.ids.append(token_id)
         before = self._decode(self.ids[self.prefix:self.read])
         after = self._decode(self.ids[self.prefix:])
         if len(after) <= len(before) or after.endswith(_REPLACEMENT):
             return ""
-        delta = after[len(before):]
+        self.text += after[len(before):]
         self.prefix, self.read = self.read, len(self.ids)
+        end = len(self.text)
+        if self.stop:
+            at = find_stop(self.text, self.stop)
+            self.stopped = at >= 0
+            end = at if self.stopped else end - _stop_prefix(self.text, self.stop)
+        delta = self.text[len(self.shown):end]
         self.shown += delta
         return delta
 
@@ -63,6 +73,12 @@ class StreamDecoder:
         rest = final_text[len(self.shown):] if final_text.startswith(self.shown) else ""
         self.shown += rest
         return rest
+
+
+def _stop_prefix(text: str, stop: Sequence[str]) -> int:
+    """The length of the longest tail of ``text`` that is the beginning of a ``stop`` string (0: none)."""
+    longest = min(len(text), max(map(len, stop)) - 1)
+    return next((k for k in range(longest, 0, -1) if any(s.startswith(text[-k:]) for s in stop)), 0)
 
 
 @dataclass

@@ -12,7 +12,9 @@ from typing import Any, Callable
 from lima_align.generate.decoding import SamplingConfig
 from lima_align.httpbody import BodyError, strict_json
 
-UNSUPPORTED = ("stop", "tools", "functions", "tool_choice", "logit_bias")
+UNSUPPORTED = ("tools", "functions", "tool_choice", "logit_bias")
+MAX_STOP = 4  # OpenAI's bound on stop strings
+MAX_STOP_CHARS = 256  # each; the engine decodes a stop string's length in tokens at every step
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class ChatParams:
     include_usage: bool
     prompt_tokens: int
     top_logprobs: int | None = None  # None: no logprobs asked; K: the sampled token's and the K most likely
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these (finish reason "stop")
 
 
 def _number(payload: dict, name: str, default: float, lo: float, hi: float, *,
@@ -169,6 +172,20 @@ def parse_sampling(payload: dict, defaults: SamplingConfig, limits: ServerLimits
         penalty_scope=defaults.penalty_scope, max_new_tokens=max_tokens, seed=0)
 
 
+def parse_stop(payload: dict) -> tuple[str, ...]:
+    """``stop``: null, one string, or a list of up to 4 (empty list: none), each 1-256 characters."""
+    stop = payload.get("stop")
+    if stop is None:
+        return ()
+    strings = [stop] if isinstance(stop, str) else stop
+    if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+        raise ApiError(400, "'stop' must be a string or a list of strings", param="stop", code="invalid_type")
+    if len(strings) > MAX_STOP or not all(1 <= len(s) <= MAX_STOP_CHARS for s in strings):
+        raise ApiError(400, f"'stop' takes at most {MAX_STOP} strings of 1-{MAX_STOP_CHARS} characters",
+                       param="stop", code="invalid_value")
+    return tuple(dict.fromkeys(strings))
+
+
 def parse_logprobs(payload: dict, limits: ServerLimits, stream: bool) -> int | None:
     """``logprobs: true`` (+ ``top_logprobs: K``) -> K (0 without top_logprobs); None when not asked."""
     logprobs, top = payload.get("logprobs"), payload.get("top_logprobs")
@@ -204,4 +221,5 @@ def parse_chat_request(payload: dict, *, count_tokens: Callable[[list[str]], int
         raise ApiError(400, "'stream_options.include_usage' must be a boolean", param="stream_options",
                        code="invalid_type")
     return ChatParams(turns, config, secrets.randbits(63) if seed is None else seed, n, stream,
-                      bool(options.get("include_usage")), prompt_tokens, parse_logprobs(payload, limits, stream))
+                      bool(options.get("include_usage")), prompt_tokens, parse_logprobs(payload, limits, stream),
+                      parse_stop(payload))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lima_align.generate.openai_api import ServerLimits
+from lima_align.generate.openai_api import MAX_STOP, MAX_STOP_CHARS, ServerLimits
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type", "param", "code"],
@@ -37,6 +37,7 @@ def chat_request(limits: ServerLimits, model: str) -> dict[str, Any]:
         "role": {"enum": ["system", "user", "assistant"]},
         "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": part}]}}}
     tokens = _range("integer", 1, limits.max_tokens)
+    stop = {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS}
     return {"type": "object", "required": ["model", "messages"], "properties": {
         "model": {"enum": [model]},
         "messages": {"type": "array", "minItems": 1, "items": message},
@@ -49,7 +50,8 @@ def chat_request(limits: ServerLimits, model: str) -> dict[str, Any]:
         "stream": _nullable({"type": "boolean"}),
         "stream_options": _nullable({"type": "object", "properties": {"include_usage": {"type": "boolean"}}}),
         "logprobs": _nullable({"type": "boolean"}),
-        "top_logprobs": _range("integer", 0, limits.max_top_logprobs)}}
+        "top_logprobs": _range("integer", 0, limits.max_top_logprobs),
+        "stop": _nullable({"anyOf": [stop, {"type": "array", "maxItems": MAX_STOP, "items": stop}]})}}
 
 
 def _logprob() -> dict[str, Any]:

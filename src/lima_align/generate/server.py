@@ -10,7 +10,9 @@ Choices made here:
 
 * Sampling defaults are the paper's (or the server's ``defaults``); a request may override ``temperature``,
   ``top_p``, ``max_tokens``, ``seed``, ``n`` and ``repetition_penalty`` within :class:`ServerLimits`; out of
-  range is a 400. ``stop``, tools and frequency/presence penalties are not supported: a 400, never ignored.
+  range is a 400. ``stop`` (up to 4 strings) ends a reply before the first one its text holds (finish reason
+  ``stop``; a stream holds back text that may begin one). Tools and frequency/presence penalties are not
+  supported: a 400, never ignored.
 * ``logprobs: true`` (+ ``top_logprobs: K``, K <= 20) returns OpenAI's ``choices[i].logprobs.content[j] =
   {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}`` for non-streaming requests (a streaming
   one asking for them is a 400). They are the model's own log-softmax at each step, before the repetition
@@ -51,7 +53,7 @@ from lima_align.generate.openai_api import ApiError, ChatParams, ServerLimits, p
 from lima_align.generate.worker import BatchWorker, Job
 from lima_align.httpbody import BodyError, read_limited
 
-FINISH = {"eot": "stop", "eos": "stop", "length": "length"}
+FINISH = {"eot": "stop", "eos": "stop", "stop": "stop", "length": "length"}
 
 
 # ------------------------------------------------------------------------------------------------------- app

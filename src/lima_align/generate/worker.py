@@ -108,9 +108,9 @@ class BatchWorker:
         if not owners:
             return
         requests = [Request(str(job.params.seed), job.params.turns, s, job.params.config.max_new_tokens,
-                            job.params.top_logprobs) for job, s in owners]
+                            job.params.top_logprobs, stop=job.params.stop) for job, s in owners]
         stop_ids = self.engine.stop_ids
-        decoders = [StreamDecoder(self.engine.tokenizer, stop_ids) if job.params.stream else None
+        decoders = [StreamDecoder(self.engine.tokenizer, stop_ids, job.params.stop) if job.params.stream else None
                     for job, _ in owners]
 
         def on_token(i: int, token: int) -> None:
