@@ -51,12 +51,33 @@ def _reference_ifd(model, tokenizer, turns: list[str]) -> float:
                                            add_generation_prompt=True)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     context = [start] + tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    answer = tokenizer(turns[1], add_special_tokens=False)["input_ids"][:MAX_TOKENS - len(context)]
+    answer = tokenizer(turns[1], add_special_tokens=False)["input_ids"]
+    if len(context) + len(answer) > MAX_TOKENS and len(context) > MAX_TOKENS // 2:  # a long question: its end
+        context = [start] + context[len(context) - (MAX_TOKENS // 2 - 1):]
+    answer = answer[:MAX_TOKENS - len(context)]
     with torch.no_grad():
         cond = model(input_ids=torch.tensor([context + answer]),
                      labels=torch.tensor([[-100] * len(context) + answer])).loss
         alone = model(input_ids=torch.tensor([[start] + answer]), labels=torch.tensor([[-100] + answer])).loss
     return float(cond) / float(alone)
+
+
+def test_a_long_question_loses_its_head_and_keeps_half_the_budget_for_the_answer(lima_train):
+    from lima_align.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    question, answer = " ".join(f"word{i}" for i in range(300)), "The answer is " + "yes and " * 200
+    full, full_mask, start = encode([question, answer], tokenizer, 10**6)
+    ids, mask, _ = encode([question, answer], tokenizer, 256)
+    assert len(ids) == 256 and ids[0] == start and mask.index(True) == 128
+    first = full_mask.index(True)
+    assert ids[1:128] == full[first - 127:first]  # the question's last tokens, the template's header included
+    assert ids[128:] == full[first:first + 128] and all(mask[128:])
+    short, _, _ = encode(["Why?", answer], tokenizer, 256)  # a short question: cut from the end only
+    assert short == encode(["Why?", answer], tokenizer, 10**6)[0][:256]
+    full_ok, mask_ok, _ = encode([question, "ok"], tokenizer, 10**6)
+    ok, _, _ = encode([question, "ok"], tokenizer, 256)  # a short answer: the question's end, then all of it
+    assert ok == [start] + full_ok[mask_ok.index(True) - 127:] and len(ok) < 256
 
 
 def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool, tmp_path):
@@ -75,14 +96,16 @@ def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool,
     ranked = sorted(picked, key=lambda i: picked[i]["rank"])
     assert [picked[i]["ifd"] for i in ranked] == sorted((picked[i]["ifd"] for i in ranked), reverse=True)
     draw = result.selection["draws"][0]
-    unscored = sum(math.isnan(s["ifd"]) for s in every.values())  # a prompt longer than MAX_TOKENS leaves none
-    assert draw["refused"].get("ifd_not_scored", 0) == unscored
-    assert draw["refused"].get("ifd_above_max", 0) == len(every) - len(eligible) - unscored
+    # a question longer than MAX_TOKENS is scored on the end of it: every row has response tokens
+    assert draw["refused"].get("ifd_not_scored", 0) == 0 and all(s["tokens"] > 0 for s in every.values())
+    assert draw["refused"].get("ifd_above_max", 0) == len(every) - len(eligible)
     assert draw["audit"]["scored_by"]["model"]["name"] == "smollm2-135m-instruct"
     assert draw["audit"]["scored_by"]["model"]["digest"]  # a built-in is a local folder: its weights' digest
 
     model, tokenizer = scorers._scorer().model, scorers._scorer().tokenizer
-    for ex in [ex for ex in pool if every[ex.id]["tokens"]][:3]:
+    long_question = [ex for ex in pool if len(encode(ex.conversations[:1], tokenizer, 10**6)[0]) > MAX_TOKENS]
+    assert long_question  # one of the 3 recomputed has its question's head cut
+    for ex in [long_question[0], *[ex for ex in pool if ex is not long_question[0]][:2]]:
         ids, mask, _ = encode(ex.conversations, tokenizer, MAX_TOKENS)
         assert sum(mask) == every[ex.id]["tokens"] > 0
         assert every[ex.id]["ifd"] == pytest.approx(_reference_ifd(model, tokenizer, ex.conversations), abs=2e-4)
@@ -100,7 +123,7 @@ def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool,
 def test_scorer_and_judge_prompt_are_in_the_mix_key(lima_pool, tmp_path):
     smol = scoring_identity(_mix(lima_pool, "ifd", 2, tmp_path))
     gemma = scoring_identity(_mix(lima_pool, "ifd", 2, tmp_path, scorer="gemma-3-270m"))
-    assert smol["ifd"]["method"] == "ifd-v1" and smol != gemma
+    assert smol["ifd"]["method"] == "ifd-v2" and smol != gemma
     assert scoring_identity(MixConfig(inputs=[InputSpec(path=str(lima_pool), n=2)], strategy="random")) == {}
     judge = tmp_path / "judge.yaml"
     judge.write_text(yaml.safe_dump({"name": "j", "kind": "openai", "model": "m1", "base_url": "http://x/v1"}))
