@@ -1,13 +1,12 @@
 """lm-evaluation-harness (0.4.13) run for real against ``lima-align serve`` on 127.0.0.1 (smollm2-135m-instruct on
 CPU): a tiny local generation task is scored for every doc from our server's answers; a loglikelihood task is
-refused by lm-eval itself; a task with stop sequences is refused by our server (no ``stop`` support).
+refused by lm-eval itself; a task's stop sequences reach our server, which ends each reply before them.
 
 What lm-eval's ``local-chat-completions`` sends (``LocalChatCompletion._create_payload``): ``messages`` (one user
 turn with ``apply_chat_template`` and no system instruction or task description), ``model``, ``max_tokens`` (the
 task's ``max_gen_toks``, else 256: the server's ``ServerLimits.max_tokens`` must allow it), ``temperature`` (0
-unless the task says otherwise), ``seed`` (1234) and ALWAYS ``stop`` (the task's ``until``, at most 4): our server
-400s on a non-empty ``stop`` and accepts ``[]``, so tasks with ``until: []`` (IFEval) run, others need
-``gen_kwargs={"until": []}`` or stop support in the server. A system instruction or task ``description`` becomes a
+unless the task says otherwise), ``seed`` (1234) and ALWAYS ``stop`` (the task's ``until``, at most 4; ``[]``
+for none). A system instruction or task ``description`` becomes a
 ``system`` message: a 400 unless the server runs with ``system="ignore"`` (which drops it).
 """
 
@@ -21,10 +20,10 @@ import httpx
 import pytest
 
 import lm_eval
-import requests
 
 from lm_eval.tasks import TaskManager  # noqa: E402
 
+from lima_align.generate.decoding import find_stop  # noqa: E402
 from lima_align.generate.engine import HFEngine  # noqa: E402
 from lima_align.generate.loading import load_for_generation  # noqa: E402
 from lima_align.generate.openai_api import ServerLimits  # noqa: E402
@@ -164,13 +163,20 @@ def test_a_loglikelihood_task_is_refused_by_lm_eval_before_any_request(server, t
     assert rows_served(server) == before
 
 
-def test_stop_sequences_are_a_400_and_until_empty_is_the_workaround(server, tasks):
-    before = rows_served(server)
-    with pytest.raises(requests.HTTPError) as refused:
-        evaluate(server, tasks, "lima_stop")
-    assert refused.value.response.status_code == 400
-    assert refused.value.response.json()["error"]["param"] == "stop"
-    assert rows_served(server) == before  # refused while parsing, never queued
-    result = evaluate(server, tasks, "lima_stop", gen_kwargs={"until": []})
-    assert len(result["samples"]["lima_stop"]) == len(DOCS)
-    assert rows_served(server) - before == len(DOCS)
+def test_stop_sequences_reach_the_server_and_end_its_replies(server, engine, tasks):
+    whole = evaluate(server, tasks, "lima_stop", gen_kwargs={"until": []})["samples"]["lima_stop"]
+    free = {s["doc"]["question"]: s["resps"][0][0] for s in whole}
+    stops = (" ", "\n")
+    assert sum(find_stop(reply, stops) >= 0 for reply in free.values()) >= 2, free
+    before = len(engine.rows)
+    result = evaluate(server, tasks, "lima_stop", gen_kwargs={"until": list(stops)})
+    rows = engine.rows[before:]
+    assert len(rows) == len(DOCS)
+    for req, _, done in rows:  # the server cut the reply (not only lm-eval afterwards)
+        assert req.stop == stops
+        reply, at = free[req.turns[0]], find_stop(free[req.turns[0]], stops)
+        assert done.text == (reply[:at] if at >= 0 else reply)
+        assert done.finish_reason == "stop" if at >= 0 else done.finish_reason in ("eot", "eos", "length")
+    served = {req.turns[0]: done.text for req, _, done in rows}
+    for sample in result["samples"]["lima_stop"]:
+        assert sample["resps"] == [[served[sample["doc"]["question"]]]]
