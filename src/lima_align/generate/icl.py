@@ -108,7 +108,13 @@ class ICLPrompt:
 
     def _blocks(self, turns: Sequence[str]) -> list[str]:
         tags = (self.user_tag, self.assistant_tag)
-        return [f"{tags[i % 2]}\n{text.strip()}" for i, text in enumerate(turns)]
+        return [f"{tags[i % 2]}\n{self.guard(text.strip())}" for i, text in enumerate(turns)]
+
+    def guard(self, text: str) -> str:
+        """``text`` with a space before each line that starts with a tag: a question cannot fake a turn of the
+        layout (the examples are refused such lines when loaded, so only asked turns ever change)."""
+        tags = (self.user_tag, self.assistant_tag)
+        return "\n".join(" " + line if line.startswith(tags) else line for line in text.split("\n"))
 
     def prefix(self) -> str:
         """The part every prompt shares: the preamble and the K examples (no trailing separator)."""
