@@ -12,7 +12,7 @@ mix strategy=ifd`` runs):
 Prints seconds, candidates/s and scored tokens/s for each, the batched/unbatched throughput ratio, and the
 seconds per 1,000 candidates (the README's figure). The LIMA rows are long (a median answer of ~400 tokens), so
 this is close to the worst case of a real pool at ``--max-tokens``.
-Run: python benchmarks/bench_ifd.py [--n 1000] [--max-tokens 512] [--scorer smollm2-135m-instruct]
+Run: python benchmarks/bench_ifd.py [--n 1000] [--max-tokens 256] [--scorer smollm2-135m-instruct]
 """
 
 from __future__ import annotations
