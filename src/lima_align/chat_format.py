@@ -123,7 +123,7 @@ def render(turns: Sequence[str], tokenizer: Any, fmt: ChatFormat = ChatFormat(),
     where the assistant's reply starts. Inference prompts are never trimmed.
     """
     eot_id = eot_token_id(tokenizer, fmt)
-    ids: list[int] = list(_bos(tokenizer))
+    ids: list[int] = list(bos_prefix(tokenizer))
     labels: list[int] = [IGNORE] * len(ids) if fmt.train_on == "assistant" else list(ids)
     for i, text in enumerate(turns):
         is_assistant = i % 2 == 1
@@ -146,13 +146,13 @@ def render(turns: Sequence[str], tokenizer: Any, fmt: ChatFormat = ChatFormat(),
 def encode_text(text: str, tokenizer: Any) -> list[int]:
     """The ids of a prompt that is NOT in the chat format (an in-context prompt for a base model): BOS as
     :func:`render` writes it, then ``text`` as it is (no EOT, no role prefixes)."""
-    return list(_bos(tokenizer)) + _encode(tokenizer, text)
+    return list(bos_prefix(tokenizer)) + _encode(tokenizer, text)
 
 
 def render_text(turns: Sequence[str], tokenizer: Any, fmt: ChatFormat = ChatFormat(), *,
                 add_generation_prompt: bool = False) -> str:
     """The rendered conversation as one string (what the HF chat template produces)."""
-    bos = tokenizer.bos_token if _bos(tokenizer) else ""
+    bos = tokenizer.bos_token if bos_prefix(tokenizer) else ""
     parts = [bos]
     for i, text in enumerate(turns):
         prefix = fmt.assistant_prefix if i % 2 else fmt.user_prefix
@@ -164,7 +164,7 @@ def render_text(turns: Sequence[str], tokenizer: Any, fmt: ChatFormat = ChatForm
 
 def chat_template(tokenizer: Any, fmt: ChatFormat = ChatFormat()) -> str:
     """A Jinja chat template for ``tokenizer.apply_chat_template`` that reproduces :func:`render` exactly."""
-    bos = json.dumps(tokenizer.bos_token) if _bos(tokenizer) else '""'
+    bos = json.dumps(tokenizer.bos_token) if bos_prefix(tokenizer) else '""'
     user, assistant, eot = (json.dumps(s) for s in (fmt.user_prefix, fmt.assistant_prefix, fmt.eot))
     return (
         "{{- " + bos + " -}}"
@@ -228,7 +228,7 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def _bos(tokenizer: Any) -> list[int]:
+def bos_prefix(tokenizer: Any) -> list[int]:
     """[bos_id] when the tokenizer prepends BOS by default, else []."""
     if tokenizer.bos_token_id is None:
         return []

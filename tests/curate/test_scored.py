@@ -44,40 +44,69 @@ def _mix(pool: Path, strategy: str, n: int, cache: Path, **scoring) -> MixConfig
 
 def _reference_ifd(model, tokenizer, turns: list[str]) -> float:
     """IFD written out plainly: HF's mean label loss of the answer after the chat-template prompt, over its loss
-    after the start token alone (one row at a time, no padding)."""
+    alone (one row at a time, no padding). SmolLM2's tokenizer puts no start token before a text, so nothing
+    predicts the answer's first token alone (HF never scores a sequence's first label): it is left out of both."""
     import torch
 
+    assert tokenizer("a")["input_ids"] == tokenizer("a", add_special_tokens=False)["input_ids"]
     prefix = tokenizer.apply_chat_template([{"role": "user", "content": turns[0]}], tokenize=False,
                                            add_generation_prompt=True)
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    context = [start] + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    context = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     answer = tokenizer(turns[1], add_special_tokens=False)["input_ids"]
     if len(context) + len(answer) > MAX_TOKENS and len(context) > MAX_TOKENS // 2:  # a long question: its end
-        context = [start] + context[len(context) - (MAX_TOKENS // 2 - 1):]
+        context = context[len(context) - MAX_TOKENS // 2:]
     answer = answer[:MAX_TOKENS - len(context)]
     with torch.no_grad():
         cond = model(input_ids=torch.tensor([context + answer]),
-                     labels=torch.tensor([[-100] * len(context) + answer])).loss
-        alone = model(input_ids=torch.tensor([[start] + answer]), labels=torch.tensor([[-100] + answer])).loss
+                     labels=torch.tensor([[-100] * (len(context) + 1) + answer[1:]])).loss
+        alone = model(input_ids=torch.tensor([answer]), labels=torch.tensor([answer])).loss
     return float(cond) / float(alone)
 
 
 def test_a_long_question_loses_its_head_and_keeps_half_the_budget_for_the_answer(lima_train):
     from lima_align.models import load_tokenizer
 
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
     question, answer = " ".join(f"word{i}" for i in range(300)), "The answer is " + "yes and " * 200
-    full, full_mask, start = encode([question, answer], tokenizer, 10**6)
-    ids, mask, _ = encode([question, answer], tokenizer, 256)
-    assert len(ids) == 256 and ids[0] == start and mask.index(True) == 128
+    smol = load_tokenizer("smollm2-135m-instruct")  # no start token (its bos_token opens a chat role)
+    full, full_mask, start = encode([question, answer], smol, 10**6)
+    ids, mask, _ = encode([question, answer], smol, 256)
+    assert start is None and full[0] == smol.convert_tokens_to_ids("<|im_start|>")  # the template's, once
+    assert len(ids) == 256 and mask.index(True) == 128
     first = full_mask.index(True)
-    assert ids[1:128] == full[first - 127:first]  # the question's last tokens, the template's header included
+    assert ids[:128] == full[first - 128:first]  # the question's last tokens, the template's header included
     assert ids[128:] == full[first:first + 128] and all(mask[128:])
-    short, _, _ = encode(["Why?", answer], tokenizer, 256)  # a short question: cut from the end only
-    assert short == encode(["Why?", answer], tokenizer, 10**6)[0][:256]
-    full_ok, mask_ok, _ = encode([question, "ok"], tokenizer, 10**6)
-    ok, _, _ = encode([question, "ok"], tokenizer, 256)  # a short answer: the question's end, then all of it
-    assert ok == [start] + full_ok[mask_ok.index(True) - 127:] and len(ok) < 256
+    short, _, _ = encode(["Why?", answer], smol, 256)  # a short question: cut from the end only
+    assert short == encode(["Why?", answer], smol, 10**6)[0][:256]
+    full_ok, mask_ok, _ = encode([question, "ok"], smol, 10**6)
+    ok, _, _ = encode([question, "ok"], smol, 256)  # a short answer: the question's end, then all of it
+    assert ok == full_ok[mask_ok.index(True) - 128:] and len(ok) < 256
+
+    gemma = load_tokenizer("gemma-3-270m")  # puts <bos> before a text: kept through the cut
+    full, full_mask, start = encode([question, answer], gemma, 10**6)
+    ids, mask, _ = encode([question, answer], gemma, 256)
+    assert start == gemma.bos_token_id and ids[0] == start and mask.index(True) == 128
+    first = full_mask.index(True)
+    assert ids[1:128] == full[first - 127:first] and ids[128:] == full[first:first + 128]
+
+
+def test_the_plain_layout_tokenizes_an_answer_as_the_whole_text_does(lima_train):
+    """A base scorer without a chat template (gemma-3-270m) reads ``User: ...\n\nAssistant: ...``: scoring
+    tokenizes the answer apart from its prompt, and the ids must still be those of the whole text (a lone
+    space token before every answer was what splitting at ``Assistant: `` gave)."""
+    from lima_align.curate.scoring import segments
+    from lima_align.models import load_tokenizer
+
+    gemma = load_tokenizer("gemma-3-270m")
+    assert not gemma.chat_template
+    rows = read_examples(lima_train)[:30]
+    rows.append(Example(id="chain", source="test", conversations=["Hi?", "Hello.", "And then?", "Then this."]))
+    for ex in rows:
+        ids, mask, _ = encode(ex.conversations, gemma, 10**6)
+        text = "".join(t for t, _ in segments(ex.conversations, gemma))
+        assert ids == gemma(text)["input_ids"], ex.id
+        answer = gemma(" " + ex.conversations[1], add_special_tokens=False)["input_ids"]
+        first = mask.index(True)
+        assert ids[first:first + len(answer)] == answer and all(mask[first:first + len(answer)])
 
 
 def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool, tmp_path):
@@ -107,7 +136,7 @@ def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool,
     assert long_question  # one of the 3 recomputed has its question's head cut
     for ex in [long_question[0], *[ex for ex in pool if ex is not long_question[0]][:2]]:
         ids, mask, _ = encode(ex.conversations, tokenizer, MAX_TOKENS)
-        assert sum(mask) == every[ex.id]["tokens"] > 0
+        assert sum(mask) - 1 == every[ex.id]["tokens"] > 0  # the first answer token is scored in neither pass
         assert every[ex.id]["ifd"] == pytest.approx(_reference_ifd(model, tokenizer, ex.conversations), abs=2e-4)
 
     again = Scorers(cfg.scoring)  # a re-mix: every score from the cache, the scorer model never loaded
@@ -120,10 +149,56 @@ def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool,
         v for i, v in eligible.items() if i not in {e.id for e in low})
 
 
+def test_an_interrupted_scoring_run_keeps_the_chunks_it_finished(lima_pool, tmp_path):
+    from lima_align.curate.scoring import IFDScorer, ifd_scores
+
+    pool, cfg = read_examples(lima_pool), ScoringConfig(cache_dir=str(tmp_path), max_tokens=64)
+    real = IFDScorer.load(cfg.scorer, cfg.max_tokens, cfg.batch_tokens)
+    calls = []
+
+    class Dies:  # the real scorer, killed while it scores its second chunk
+        def score(self, conversations):
+            calls.append(len(conversations))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real.score(conversations)
+
+    with pytest.raises(KeyboardInterrupt):
+        ifd_scores(pool, cfg, lambda: Dies(), chunk=4)
+    assert calls == [4, 4]
+    resumed = []
+    again = ifd_scores(pool, cfg, lambda: resumed.append(1) or real, chunk=4)
+    assert len(resumed) == 2  # rows 4-7 and 8-9: the first chunk came from the cache
+    fresh = ifd_scores(pool, ScoringConfig(cache_dir=str(tmp_path / "fresh"), max_tokens=64), lambda: real)
+    assert [s.ifd for s in again] == pytest.approx([s.ifd for s in fresh], abs=1e-6)
+
+
+def test_the_scorer_identity_covers_its_chat_template_and_a_built_in_not_built_yet(tmp_path, monkeypatch):
+    from lima_align.curate.scoring import model_identity
+    from lima_align.models import materialise_builtin
+
+    folder = tmp_path / "scorer"
+    folder.mkdir()
+    for f in materialise_builtin("smollm2-135m-instruct").iterdir():
+        (folder / f.name).symlink_to(f)
+    before = model_identity(str(folder))
+    template = folder / "chat_template.jinja"
+    assert template.is_symlink()  # the template decides the scored segments
+    text = template.read_text(encoding="utf-8")
+    template.unlink()
+    template.write_text(text.replace("<|im_start|>", "<|im_start|> "), encoding="utf-8")
+    assert model_identity(str(folder))["digest"] != before["digest"]
+
+    monkeypatch.setenv("LIMA_ALIGN_CACHE", str(tmp_path / "empty-cache"))  # a first run: nothing built yet
+    first = model_identity("smollm2-135m-instruct")
+    assert first["digest"] and first == model_identity("smollm2-135m-instruct")
+
+
 def test_scorer_and_judge_prompt_are_in_the_mix_key(lima_pool, tmp_path):
     smol = scoring_identity(_mix(lima_pool, "ifd", 2, tmp_path))
     gemma = scoring_identity(_mix(lima_pool, "ifd", 2, tmp_path, scorer="gemma-3-270m"))
-    assert smol["ifd"]["method"] == "ifd-v2" and smol != gemma
+    assert smol["ifd"]["method"] == "ifd-v3" and smol != gemma
+    assert smol["ifd"]["model"]["dtype"] == "float32"  # CPU scores are not GPU (bfloat16) scores
     assert scoring_identity(MixConfig(inputs=[InputSpec(path=str(lima_pool), n=2)], strategy="random")) == {}
     judge = tmp_path / "judge.yaml"
     judge.write_text(yaml.safe_dump({"name": "j", "kind": "openai", "model": "m1", "base_url": "http://x/v1"}))

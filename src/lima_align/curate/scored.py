@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lima_align.conversation import Example
-from lima_align.curate.scoring import IFD_METHOD, IFDScorer, ScoringConfig, ifd_scores, model_identity
+from lima_align.curate.scoring import IFD_METHOD, IFDScorer, ScoringConfig, ifd_identity, ifd_scores
 from lima_align.curate.strategies import STRATEGIES, Context, Selection, Strategy
 
 NEEDS_JUDGE = {"quality": ("quality",), "complexity": ("complexity",), "deita": ("complexity", "quality")}
@@ -51,7 +51,7 @@ class Scorers:
     def provenance(self, strategy: str) -> dict[str, Any]:
         """Who scores ``strategy``'s rows: the mix's stage key and report carry this."""
         if strategy == "ifd":
-            return {"model": model_identity(self.cfg.scorer), "method": IFD_METHOD,
+            return {"model": ifd_identity(self.cfg), "method": IFD_METHOD,
                     "max_tokens": self.cfg.max_tokens}
         from lima_align.curate.rating import rating_provenance
 

@@ -15,12 +15,23 @@ The context is the scorer's own chat template when its tokenizer has one (an ins
 ``smollm2-135m-instruct``), else a plain ``User: ... / Assistant: ...`` layout (a base scorer). Every assistant
 turn is a response segment, so a multi-turn chain is scored on all its answers. The text is split into
 context and response segments that are tokenized separately, so the response ids are identical in both
-passes. A conversation longer than ``max_tokens`` is cut to fit: when its first response would start past half
-of ``max_tokens``, the prompt loses its beginning (the start id and the prompt's last ``max_tokens // 2`` tokens
+passes. A sequence starts with the start token the tokenizer itself puts before a text (Gemma's ``<bos>``,
+Llama's ``<|begin_of_text|>``; a template that writes it keeps one); a tokenizer that puts none (SmolLM2, whose
+``bos_token`` is the chat role opener ``<|im_start|>``; GPT-2) gets none, and then the response's first token,
+which nothing predicts in the response-alone pass, is scored in neither pass: both losses are over the same
+tokens. In the plain layout the space after ``Assistant:`` belongs to the response, so the response is tokenized
+as it reads in the whole text (a lone space token is rare in any tokenizer's training data).
+
+A conversation longer than ``max_tokens`` is cut to fit: when its first response would start past half of
+``max_tokens``, the prompt loses its beginning (the start token and the prompt's last ``max_tokens // 2`` tokens
 stay: the end of a question is what the answer follows), then the conversation is cut from the end. So a long
 question is scored on its answer instead of being refused, and every row gets at least half the budget for
 response tokens (on LIMA's 1,022 training rows with the 135M scorer: 31 would have no response token in 256
 and 139 fewer than 128 if cut from the end only).
+
+Scoring writes the cache every ``chunk`` conversations, so an interrupted run keeps what it finished. The
+scorer's identity is its name, a digest of its local files (config, weights, tokenizer, chat template; a
+built-in is built first) and the dtype it scores in.
 
 Scores are cached in SQLite (:class:`ScoreCache`) under a key of (scorer identity, method version,
 ``max_tokens``, the conversation's turns): a re-mix, another strategy, or another arm of an ablation reuses them.
@@ -41,8 +52,9 @@ from typing import Any, Callable, Sequence
 
 from lima_align.conversation import Example
 
-IFD_METHOD = "ifd-v2"  # bump when the computation changes: it is part of every cache key
-PLAIN_USER, PLAIN_ASSISTANT = "User: ", "\n\nAssistant: "
+IFD_METHOD = "ifd-v3"  # bump when the computation changes: it is part of every cache key
+PLAIN_USER, PLAIN_ASSISTANT = "User: ", "\n\nAssistant:"  # the space after it starts the response
+IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".jinja", ".model", ".txt", ".tiktoken")
 IFD_KEEP = ("high", "low")
 RATING_ASPECTS = ("quality", "complexity")
 
@@ -91,15 +103,16 @@ class IFDScore:
 
 
 def model_identity(name: str) -> dict[str, str]:
-    """The scorer's name and, when it is a local folder (built-ins are), a digest of its config and weights."""
-    from lima_align.models import BUILTINS, builtin_dir
+    """The scorer's name and, when it is a local folder (a built-in is built into one first), a digest of its
+    config, weights, tokenizer and chat template."""
+    from lima_align.models import BUILTINS, materialise_builtin
 
-    folder = builtin_dir(name) if name in BUILTINS else Path(name).expanduser()
+    folder = materialise_builtin(name) if name in BUILTINS else Path(name).expanduser()
     if not folder.is_dir():
         return {"name": name}  # a hub id: its name (pin a revision in the folder you pass to freeze it)
     from lima_align.fileio import file_digest
 
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".safetensors", ".bin")
+    files = sorted(p for p in folder.iterdir() if p.suffix in IDENTITY_SUFFIXES
                    and p.name != "lima-align-builtin.json")
     h = hashlib.sha256("".join(f"{p.name}:{file_digest(p)}\n" for p in files).encode()).hexdigest()[:16]
     return {"name": name, "digest": h}
@@ -161,24 +174,45 @@ def segments(turns: Sequence[str], tokenizer: Any) -> list[tuple[str, bool]]:
         if i % 2 == 0:
             out.append((("\n\n" if i else "") + PLAIN_USER + turn, False))
         else:
-            out += [(PLAIN_ASSISTANT, False), (turn, True)]
+            out += [(PLAIN_ASSISTANT, False), (" " + turn, True)]
     return out
 
 
-def encode(turns: Sequence[str], tokenizer: Any, max_tokens: int) -> tuple[list[int], list[bool], int]:
-    """(ids, is_response per id, start id) of the conversation, cut to ``max_tokens`` (the start id included):
-    the prompt's head first when the first response starts past ``max_tokens // 2``, then the end."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids, mask = [start], [False]
+def encode(turns: Sequence[str], tokenizer: Any, max_tokens: int) -> tuple[list[int], list[bool], int | None]:
+    """(ids, is_response per id, start id or None) of the conversation, cut to ``max_tokens`` (the start id
+    included): the prompt's head first when the first response starts past ``max_tokens // 2``, then the end.
+    Neighbouring prompt segments are tokenized as one text, so only a response's edges are token boundaries."""
+    from lima_align.chat_format import bos_prefix
+
+    merged: list[tuple[str, bool]] = []
     for text, is_response in segments(turns, tokenizer):
+        if merged and not is_response and not merged[-1][1]:
+            merged[-1] = (merged[-1][0] + text, False)
+        else:
+            merged.append((text, is_response))
+    ids: list[int] = []
+    mask: list[bool] = []
+    for text, is_response in merged:
         piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         ids += piece
         mask += [is_response] * len(piece)
+    head = bos_prefix(tokenizer)
+    if head and ids[:1] != head:
+        ids, mask = head + ids, [False] + mask
+    keep = len(head)  # the start token survives the cut
     first = mask.index(True) if True in mask else len(mask)
     if len(ids) > max_tokens and first > max_tokens // 2:
         drop = first - max_tokens // 2
-        ids, mask = ids[:1] + ids[1 + drop:], mask[:1] + mask[1 + drop:]
-    return ids[:max_tokens], mask[:max_tokens], start
+        ids, mask = ids[:keep] + ids[keep + drop:], mask[:keep] + mask[keep + drop:]
+    return ids[:max_tokens], mask[:max_tokens], (head[0] if head else None)
+
+
+def scoring_device(device: str | None) -> tuple[str, str]:
+    """(device, dtype name) the scorer runs in: cuda when available, float32 on CPU, bfloat16 on an accelerator."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device, "float32" if device == "cpu" else "bfloat16"
 
 
 class IFDScorer:
@@ -195,21 +229,24 @@ class IFDScorer:
 
         from lima_align.models import load_model, load_tokenizer
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.float32 if device == "cpu" else torch.bfloat16
-        model = load_model(name, dtype=dtype).to(device)
+        device, dtype = scoring_device(device)
+        model = load_model(name, dtype=getattr(torch, dtype)).to(device)
         return cls(model, load_tokenizer(name), max_tokens, batch_tokens)
 
     def score(self, conversations: Sequence[Sequence[str]],
               progress: Callable[[int, int], None] | None = None) -> list[IFDScore]:
-        rows = []  # (index, conditional ids, response positions, alone ids)
+        rows = []  # (index, conditional ids, scored positions, alone ids)
         for i, turns in enumerate(conversations):
             ids, mask, start = encode(turns, self.tokenizer, self.max_tokens)
             response = [t for t, m in zip(ids, mask) if m]
-            rows.append((i, ids, mask, [start] + response))
+            if start is None and response:  # nothing predicts the first response token alone: scored in neither
+                mask = list(mask)
+                mask[mask.index(True)] = False
+            rows.append((i, ids, mask, ([start] if start is not None else []) + response))
         losses: dict[tuple[int, str], float] = {}
-        seqs = [(i, "cond", ids, mask) for i, ids, mask, _ in rows]
-        seqs += [(i, "alone", alone, [False] + [True] * (len(alone) - 1)) for i, _, _, alone in rows]
+        scorable = [r for r in rows if len(r[3]) > 1]  # an alone pass of one token scores nothing: NaN
+        seqs = [(i, "cond", ids, mask) for i, ids, mask, _ in scorable]
+        seqs += [(i, "alone", alone, [False] + [True] * (len(alone) - 1)) for i, _, _, alone in scorable]
         seqs.sort(key=lambda s: -len(s[2]))
         done = 0
         for batch in self._batches(seqs):
@@ -218,7 +255,9 @@ class IFDScorer:
             done += len(batch)
             if progress is not None:
                 progress(done // 2, len(rows))
-        return [IFDScore(losses[(i, "cond")], losses[(i, "alone")], len(alone) - 1) for i, _, _, alone in rows]
+        nan = math.nan
+        return [IFDScore(losses.get((i, "cond"), nan), losses.get((i, "alone"), nan), max(len(alone) - 1, 0))
+                for i, _, _, alone in rows]
 
     def _batches(self, seqs: list) -> list[list]:
         out, cur = [], []
@@ -270,11 +309,12 @@ class IFDScorer:
 
 
 def ifd_scores(examples: Sequence[Example], cfg: ScoringConfig, scorer: Callable[[], IFDScorer],
-               log: Callable[[str], None] = lambda m: None) -> list[IFDScore]:
-    """IFD of each example, from the cache where it has them; ``scorer()`` is called only if some are missing."""
-    ident = model_identity(cfg.scorer)
-    keys = [hashlib.sha256(json.dumps([ident, IFD_METHOD, cfg.max_tokens, conversation_key(ex.conversations)])
-                           .encode()).hexdigest() for ex in examples]
+               log: Callable[[str], None] = lambda m: None, chunk: int = 512) -> list[IFDScore]:
+    """IFD of each example, from the cache where it has them; ``scorer()`` is called only if some are missing.
+    The missing ones are scored ``chunk`` at a time, each chunk cached as it finishes."""
+    keys = [hashlib.sha256(json.dumps([ifd_identity(cfg), IFD_METHOD, cfg.max_tokens,
+                                       conversation_key(ex.conversations)]).encode()).hexdigest()
+            for ex in examples]
     cache = ScoreCache(Path(cfg.cache_dir) / "ifd.sqlite")
     try:
         found = cache.get_many(keys)
@@ -283,10 +323,20 @@ def ifd_scores(examples: Sequence[Example], cfg: ScoringConfig, scorer: Callable
             log(f"IFD: scoring {len(todo)} of {len(examples)} candidates with {cfg.scorer} "
                 f"({len(examples) - len(todo)} cached)")
             t0 = time.perf_counter()
-            new = scorer().score([examples[i].conversations for i in todo])
-            cache.put_many({keys[i]: [s.loss_given_prompt, s.loss_alone, s.tokens] for i, s in zip(todo, new)})
-            found.update({keys[i]: [s.loss_given_prompt, s.loss_alone, s.tokens] for i, s in zip(todo, new)})
+            for at in range(0, len(todo), chunk):
+                part = todo[at:at + chunk]
+                new = {keys[i]: [s.loss_given_prompt, s.loss_alone, s.tokens]
+                       for i, s in zip(part, scorer().score([examples[i].conversations for i in part]))}
+                cache.put_many(new)
+                found.update(new)
+                if len(todo) > chunk:
+                    log(f"IFD: {at + len(part)} of {len(todo)} scored ({time.perf_counter() - t0:.0f} s)")
             log(f"IFD: {len(todo)} scored in {time.perf_counter() - t0:.1f} s")
         return [IFDScore(*found[k]) for k in keys]
     finally:
         cache.close()
+
+
+def ifd_identity(cfg: ScoringConfig) -> dict[str, str]:
+    """The IFD scorer as the cache and the mix key see it: its model identity and the dtype it scores in."""
+    return {**model_identity(cfg.scorer), "dtype": scoring_device(cfg.device)[1]}
