@@ -130,6 +130,19 @@ def iter_json_records(path: str | Path, on_error: OnError | None = None) -> Iter
 
 
 @contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``path`` for the block: other processes (and threads)
+    that ask for it wait, so one writes ``path`` at a time."""
+    import fcntl
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
     target = Path(path)

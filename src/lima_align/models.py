@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import importlib.metadata
 import json
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lima_align.errors import LimaError
+from lima_align.fileio import exclusive
 
 CACHE_ENV = "LIMA_ALIGN_CACHE"
 _MARKER = "lima-align-builtin.json"
@@ -136,9 +136,7 @@ def build_once(target: Path, build: Callable[[Path], None], ready: Callable[[Pat
     stale incomplete ``target`` is replaced)."""
     if ready(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(target):
         if ready(target):  # another process finished while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

@@ -109,6 +109,16 @@ def test_the_plain_layout_tokenizes_an_answer_as_the_whole_text_does(lima_train)
         assert ids[first:first + len(answer)] == answer and all(mask[first:first + len(answer)])
 
 
+def test_an_empty_answer_keeps_the_chat_template_for_the_rest(lima_train):
+    from lima_align.curate.scoring import segments
+    from lima_align.models import load_tokenizer
+
+    smol = load_tokenizer("smollm2-135m-instruct")
+    parts = segments(["First?", "One.", "Second?", ""], smol)
+    assert [t for t, is_response in parts if is_response] == ["One."]
+    assert parts[0][0].startswith("<|im_start|>") and "User: " not in "".join(t for t, _ in parts)
+
+
 def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool, tmp_path):
     cfg = _mix(lima_pool, "ifd", 4, tmp_path / "cache", max_tokens=MAX_TOKENS)
     scorers = Scorers(cfg.scoring)
@@ -270,6 +280,34 @@ def test_quality_keeps_only_rows_at_or_above_the_threshold_and_the_best_of_them(
     assert "## Scores (scored strategies)" in md and "prompt lima-quality-v1" in md
     rows = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
     assert all(r["meta"]["mix"]["scores"]["quality"] >= 3 for r in rows)
+
+
+def test_two_arms_rating_one_pool_at_once_ask_the_judge_once_per_candidate(lima_train, tmp_path, judge_yaml):
+    """quality-1k and deita-1k of a parallel ablation rate the same pool into one file: the second waits for the
+    first and then finds every rating (no duplicate judge calls, no interleaved lines)."""
+    import threading
+
+    from lima_align.curate.rating import rate
+
+    pool = read_examples(lima_train)[40:52]
+
+    def slow(body, n):
+        return Action(text=_rater(body, n).text, delay_s=0.05)
+
+    with stub_server(slow) as server:
+        cfg = ScoringConfig(cache_dir=str(tmp_path / "cache"), judge=judge_yaml(server))
+        out: dict[int, list] = {}
+        arms = [threading.Thread(target=lambda k=k: out.__setitem__(k, rate(pool, cfg, "quality")))
+                for k in range(2)]
+        for t in arms:
+            t.start()
+        for t in arms:
+            t.join()
+        assert server.calls == len(pool)
+    assert out[0] == out[1] == [quality_of(ex.response) for ex in pool]
+    files = list((tmp_path / "cache" / "ratings").glob("*.jsonl"))
+    lines = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted({r["id"] for r in lines}) and len(lines) == len(pool)
 
 
 def _weighted_rater(body: dict, _n: int) -> Action:

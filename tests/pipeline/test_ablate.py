@@ -99,3 +99,19 @@ def test_gpu_slots_count_within_the_visible_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     with pytest.raises(LimaError, match="cuda:1 is not among the 1 visible GPU"):
         _slot_device(cfg, 1)
+
+
+def test_the_selection_ablation_resolves_to_equal_arms_and_lima_draws_from_every_source(tmp_path):
+    cfg = load_ablation(CONFIGS / "selection.yaml", [f"out={tmp_path}"])
+    trained = [a for a in cfg.arms if not a.icl]
+    assert [a.name for a in cfg.arms if a.icl] == ["icl-urial-3"]
+    mixes = {a.name: mix_config(cfg, a) for a in trained}
+    assert {name: sum(s.n for s in m.inputs) for name, m in mixes.items()} == {
+        f"{s}-1k": 1000 for s in ("random", "lima", "longest", "ifd", "quality", "deita")}
+    assert {m.strategy for m in mixes.values()} == {"random", "lima", "longest", "ifd", "quality", "deita"}
+    lima = mixes["lima-1k"].inputs  # the paper's proportions over its sources, not the pool's first 1,000 rows
+    assert {s.path for s in lima} == {f"candidates/{f}.jsonl" for f in
+                                      ("stackexchange", "wikihow", "writingprompts", "natural_instructions")}
+    assert [s.n for s in lima] == [250, 250, 250, 188, 62]
+    assert len({json.dumps(hyperparameters(train_config(cfg, tmp_path / a.name)), sort_keys=True)
+                for a in trained}) == 1

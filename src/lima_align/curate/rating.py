@@ -10,7 +10,8 @@ continuous score: fewer ties among the top-k).
 
 Each distinct conversation is rated once (rows are keyed by its content hash), into
 ``<cache_dir>/ratings/<aspect>-<judge>.jsonl`` (the record of every verdict) with the judge calls cached in
-``<cache_dir>/judge.sqlite``, so a re-mix makes no call.
+``<cache_dir>/judge.sqlite``, so a re-mix makes no call; one process at a time rates into a file (a lock
+beside it), so two arms of a parallel ablation never rate the same pool twice.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def rate(examples: Sequence[Example], cfg: ScoringConfig, aspect: str, client: A
     """The 1-6 rating of each example (None: the judge gave none); ``client`` overrides the YAML's (tests)."""
     from lima_align.evaluate.judging import JudgeSetup, read_rows, run_protocol
     from lima_align.evaluate.protocols import single_tasks
-    from lima_align.fileio import fingerprint
+    from lima_align.fileio import exclusive, fingerprint
 
     judge = rating_judge(cfg)
     template = rating_template(judge, aspect)
@@ -77,11 +78,13 @@ def rate(examples: Sequence[Example], cfg: ScoringConfig, aspect: str, client: A
     out = cache / "ratings" / f"{aspect}-{judge.name}-{fingerprint([judge.identity(), template.provenance()])}.jsonl"
     setup = JudgeSetup(judge, cache / "judge.sqlite", client)
     log(f"{aspect}: rating {len(answers)} candidates with judge {judge.name} ({judge.model}, {judge.mode})")
-    report = run_protocol(setup, "likert", lambda t: single_tasks(answers, t, "likert"), out, template.name)
+    with exclusive(out):  # two arms of a parallel ablation rating one pool: the second waits, then calls nothing
+        report = run_protocol(setup, "likert", lambda t: single_tasks(answers, t, "likert"), out, template.name)
+        rows = read_rows(out)
     if report.written:
         log(f"{aspect}: {report.written} rated in {report.seconds:.1f} s ({report.already_done} already rated)")
     scores: dict[str, float | None] = {}
-    for row in read_rows(out):
+    for row in rows:
         value = row.get("expected_score")
         value = row.get("verdict") if value is None else value
         scores[row["id"]] = float(value) if isinstance(value, (int, float)) else None

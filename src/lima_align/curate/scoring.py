@@ -161,6 +161,8 @@ def segments(turns: Sequence[str], tokenizer: Any) -> list[tuple[str, bool]]:
         text = tokenizer.apply_chat_template(messages, tokenize=False)
         out, pos = [], 0
         for i in range(1, len(turns), 2):
+            if not turns[i]:
+                continue  # an empty answer: nothing to score, and the template goes on
             asked = text.find(turns[i - 1], pos)
             at = text.find(turns[i], asked + len(turns[i - 1])) if asked >= 0 and turns[i] else -1
             if at < 0:

@@ -144,7 +144,7 @@ def mix(stages: Stages, mix_cfg: Any, folder: Path) -> dict[str, Any]:
     key = {"mix": {k: v for k, v in to_dict(mix_cfg).items() if k != "base_dir"},
            "inputs": [stages.digest(p) for p in mix_inputs(mix_cfg)]}
     scored_by = scoring_identity(mix_cfg)
-    if scored_by:  # (absent otherwise: the keys of finished unscored mixes stay as they were)
+    if scored_by:  # who scored: absent from an unscored mix's key
         key["scored_by"] = scored_by
     return stages.run("mix", work, key=key, outputs=[folder / "mix"])
 
