@@ -314,9 +314,9 @@ def ifd_scores(examples: Sequence[Example], cfg: ScoringConfig, scorer: Callable
                log: Callable[[str], None] = lambda m: None, chunk: int = 512) -> list[IFDScore]:
     """IFD of each example, from the cache where it has them; ``scorer()`` is called only if some are missing.
     The missing ones are scored ``chunk`` at a time, each chunk cached as it finishes."""
-    keys = [hashlib.sha256(json.dumps([ifd_identity(cfg), IFD_METHOD, cfg.max_tokens,
-                                       conversation_key(ex.conversations)]).encode()).hexdigest()
-            for ex in examples]
+    ident = ifd_identity(cfg)
+    keys = [hashlib.sha256(json.dumps([ident, IFD_METHOD, cfg.max_tokens, conversation_key(ex.conversations)])
+                           .encode()).hexdigest() for ex in examples]
     cache = ScoreCache(Path(cfg.cache_dir) / "ifd.sqlite")
     try:
         found = cache.get_many(keys)
