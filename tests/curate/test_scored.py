@@ -117,6 +117,9 @@ def test_an_empty_answer_keeps_the_chat_template_for_the_rest(lima_train):
     parts = segments(["First?", "One.", "Second?", ""], smol)
     assert [t for t, is_response in parts if is_response] == ["One."]
     assert parts[0][0].startswith("<|im_start|>") and "User: " not in "".join(t for t, _ in parts)
+    plain = segments(["First?", "One.", "Second?", ""], load_tokenizer("gemma-3-270m"))  # no template
+    assert [t for t, is_response in plain if is_response] == [" One."]
+    assert "".join(t for t, _ in plain) == "User: First?\n\nAssistant: One.\n\nUser: Second?\n\nAssistant: "
 
 
 def test_ifd_takes_the_highest_ifd_under_one_recomputed_independently(lima_pool, tmp_path):

@@ -6,8 +6,8 @@ response tokens ``R`` and context ``C``::
     IFD = loss(R | C) / loss(R)
 
 where ``loss(R | C)`` is the scorer's mean negative log-likelihood (nats per token) of the response tokens after
-the prompt, and ``loss(R)`` the mean over THE SAME token ids with no prompt (after one start token: the
-tokenizer's BOS, else its EOS, so the first response token is predicted in both passes). IFD < 1: the prompt
+the prompt, and ``loss(R)`` the mean over THE SAME token ids with no prompt (how the first one is handled:
+below). IFD < 1: the prompt
 helps the scorer predict the answer; IFD near 1: the answer is predictable without it (or the prompt adds
 nothing); IFD > 1: the prompt makes the answer LESS likely (a mismatched pair: Cherry drops these).
 
@@ -29,14 +29,11 @@ question is scored on its answer instead of being refused, and every row gets at
 response tokens (on LIMA's 1,022 training rows with the 135M scorer: 31 would have no response token in 256
 and 139 fewer than 128 if cut from the end only).
 
-Scoring writes the cache every ``chunk`` conversations, so an interrupted run keeps what it finished. The
-scorer's identity is its name, a digest of its local files (config, weights, tokenizer, chat template; a
-built-in is built first) and the dtype it scores in.
-
 Scores are cached in SQLite (:class:`ScoreCache`) under a key of (scorer identity, method version,
 ``max_tokens``, the conversation's turns): a re-mix, another strategy, or another arm of an ablation reuses them.
-The scorer identity is its name plus, for a local folder (a built-in model is one), the digest of its config and
-weights, so a changed model is a new key.
+They are written every ``chunk`` conversations, so an interrupted run keeps what it finished. The scorer
+identity is its name plus, for a local folder (a built-in is built into one first), the digest of its config,
+weights, tokenizer and chat template, and the dtype it scores in, so a changed model is a new key.
 """
 
 from __future__ import annotations
@@ -164,37 +161,33 @@ def segments(turns: Sequence[str], tokenizer: Any) -> list[tuple[str, bool]]:
             if not turns[i]:
                 continue  # an empty answer: nothing to score, and the template goes on
             asked = text.find(turns[i - 1], pos)
-            at = text.find(turns[i], asked + len(turns[i - 1])) if asked >= 0 and turns[i] else -1
+            at = text.find(turns[i], asked + len(turns[i - 1])) if asked >= 0 else -1
             if at < 0:
                 break  # the template rewrites a turn (strips it...): use the plain layout
             out += [(text[pos:at], False), (turns[i], True)]
             pos = at + len(turns[i])
         else:
             return out + ([(text[pos:], False)] if pos < len(text) else [])
-    out = []
+    out, prompt = [], ""  # the plain layout: the text between two answers is one prompt segment
     for i, turn in enumerate(turns):
         if i % 2 == 0:
-            out.append((("\n\n" if i else "") + PLAIN_USER + turn, False))
+            prompt += ("\n\n" if i else "") + PLAIN_USER + turn
+        elif turn:
+            out += [(prompt + PLAIN_ASSISTANT, False), (" " + turn, True)]
+            prompt = ""
         else:
-            out += [(PLAIN_ASSISTANT, False), (" " + turn, True)]
-    return out
+            prompt += PLAIN_ASSISTANT + " "  # an empty answer: nothing to score
+    return out + ([(prompt, False)] if prompt else [])
 
 
 def encode(turns: Sequence[str], tokenizer: Any, max_tokens: int) -> tuple[list[int], list[bool], int | None]:
     """(ids, is_response per id, start id or None) of the conversation, cut to ``max_tokens`` (the start id
-    included): the prompt's head first when the first response starts past ``max_tokens // 2``, then the end.
-    Neighbouring prompt segments are tokenized as one text, so only a response's edges are token boundaries."""
+    included): the prompt's head first when the first response starts past ``max_tokens // 2``, then the end."""
     from lima_align.chat_format import bos_prefix
 
-    merged: list[tuple[str, bool]] = []
-    for text, is_response in segments(turns, tokenizer):
-        if merged and not is_response and not merged[-1][1]:
-            merged[-1] = (merged[-1][0] + text, False)
-        else:
-            merged.append((text, is_response))
     ids: list[int] = []
     mask: list[bool] = []
-    for text, is_response in merged:
+    for text, is_response in segments(turns, tokenizer):
         piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         ids += piece
         mask += [is_response] * len(piece)
@@ -242,7 +235,6 @@ class IFDScorer:
             ids, mask, start = encode(turns, self.tokenizer, self.max_tokens)
             response = [t for t, m in zip(ids, mask) if m]
             if start is None and response:  # nothing predicts the first response token alone: scored in neither
-                mask = list(mask)
                 mask[mask.index(True)] = False
             rows.append((i, ids, mask, ([start] if start is not None else []) + response))
         losses: dict[tuple[int, str], float] = {}
